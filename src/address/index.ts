@@ -1,0 +1,2 @@
+export * from "./session-key.js";
+export * from "./token.js";

@@ -1,0 +1,62 @@
+/**
+ * Mesh configuration: one zod schema gives defaults, validation and the documented shape.
+ * Durations are milliseconds.
+ */
+import { z } from "zod";
+import { ValidationError } from "./errors.js";
+
+const DAY = 24 * 60 * 60 * 1000;
+
+export const RetentionSchema = z.object({
+  /** How long an undelivered message stays in a session inbox. */
+  maxAgeMs: z.number().int().positive().default(7 * DAY),
+  /** Size cap of one instance's inbox stream; when full, sends are refused (discard: new). */
+  maxBytes: z.number().int().positive().default(1024 * 1024 * 1024),
+  /** Server-side publish dedup window (`Nats-Msg-Id`). Consumer-side dedup covers retries after it. */
+  duplicateWindowMs: z.number().int().positive().default(2 * 60 * 1000),
+  /** How long parked (undeliverable) messages are kept for an operator. */
+  parkedMaxAgeMs: z.number().int().positive().default(30 * DAY),
+  /** How long the record of surfaced envelope ids is kept: the consumer-side dedup horizon. */
+  seenMaxAgeMs: z.number().int().positive().default(14 * DAY),
+  /** Stream and bucket replicas (3 on a cluster). */
+  replicas: z.number().int().min(1).max(5).default(1),
+});
+
+export const InboxTuningSchema = z.object({
+  /** Redelivery deadline for a taken message; extended with `working()` while a batch is held. */
+  ackWaitMs: z.number().int().min(1000).default(30_000),
+  /** Deliveries after which a message is parked instead of shown again. */
+  maxDeliveries: z.number().int().min(1).default(5),
+  /** An idle session's durable consumer is reaped by the server after this long. */
+  inactiveThresholdMs: z.number().int().min(1000).default(60 * 60 * 1000),
+  /** A reader that stops renewing loses its lease after this long. */
+  leaseTtlMs: z.number().int().min(500).default(15_000),
+  /** Longest wait for messages the server reported pending to arrive in one take. */
+  fetchExpiresMs: z.number().int().min(1000).default(2_000),
+});
+
+export const MeshConfigSchema = z.object({
+  instance: z.string(),
+  prefix: z.string().default("mesh"),
+  /** Largest encoded envelope accepted; never above the server's max_payload. */
+  maxMessageBytes: z.number().int().min(1024).default(256 * 1024),
+  retention: RetentionSchema.prefault({}),
+  inbox: InboxTuningSchema.prefault({}),
+});
+
+export type MeshConfigInput = z.input<typeof MeshConfigSchema>;
+export type MeshConfig = z.output<typeof MeshConfigSchema>;
+export type Retention = z.output<typeof RetentionSchema>;
+export type InboxTuning = z.output<typeof InboxTuningSchema>;
+
+/** Parse input with a zod schema, turning failures into one ValidationError naming each field. */
+export function parseInput<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    throw new ValidationError(
+      what,
+      result.error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
+    );
+  }
+  return result.data;
+}

@@ -1,0 +1,260 @@
+/**
+ * A session's inbox, and the mesh's definition of "surfaced exactly once":
+ *
+ *   1. the host takes the session's pending messages, in stream order (`take`);
+ *   2. it shows them to the model;
+ *   3. it confirms (`batch.confirm()`): the mesh appends the shown envelope ids to the session's
+ *      surfaced-id log (a stream write the server acknowledges), then sends one confirmed ack.
+ *
+ * A message whose id is already in the log is acknowledged without being shown. So a crash before
+ * step 3 shows the message again next time (it was never confirmed), and a crash between the log
+ * write and the ack does not. Dedup never relies on the publish duplicate window.
+ *
+ * Only one reader holds a session at a time (a lease): overlapping runs neither split nor double a
+ * session's messages. While a batch is held, its ack deadline is extended, so a long turn causes no
+ * redelivery. The verb is `take`, not `drain`: the client's `drain()` closes a connection.
+ */
+import type { JsMsg, Consumer } from "@nats-io/jetstream";
+import type { SessionAddress } from "../address/index.js";
+import { sessionKeyOf } from "../address/index.js";
+import { InboxStateError, MeshError } from "../errors.js";
+import type { MeshContext } from "../mesh-context.js";
+import { decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
+import { isNotFound } from "../topology/index.js";
+import { SessionLease, type AcquireOptions } from "./lease.js";
+import { appendSeen, loadSeen, type SeenState } from "./seen-log.js";
+import { park, type ParkReason } from "./parked.js";
+import { ensureSessionConsumer, MAX_BATCH } from "./session-consumer.js";
+
+export interface InboxMessage {
+  /** Envelope id: stable across retries and redeliveries. */
+  readonly id: string;
+  readonly kind: string;
+  readonly from: WireAddress;
+  readonly to: WireAddress;
+  readonly body: Envelope["body"];
+  readonly sentAt: string;
+  readonly correlationId?: string;
+  readonly taskId?: string;
+  /** Inbox stream sequence. */
+  readonly seq: number;
+  readonly envelope: Envelope;
+}
+
+export interface InboxBatch {
+  readonly messages: readonly InboxMessage[];
+  /** Record that the model was shown these messages, then acknowledge them. Idempotent. */
+  confirm(): Promise<void>;
+  /** Give the messages back unshown (they are offered again; after maxDeliveries they are parked). */
+  release(): Promise<void>;
+}
+
+export interface InboxOptions extends AcquireOptions {
+  /** Instrumentation: runs after the surfaced ids are recorded and before the ack is sent. */
+  readonly onRecorded?: (ids: readonly string[]) => void | Promise<void>;
+}
+
+export interface TakeOptions {
+  /** Most messages to return (1-1000, default 100). */
+  readonly max?: number;
+}
+
+type Verdict = { readonly show: InboxMessage } | { readonly skip: true } | { readonly park: ParkReason; readonly detail: string };
+
+export class Inbox {
+  private outstanding: HeldBatch | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly ctx: MeshContext,
+    readonly session: SessionAddress,
+    private readonly lease: SessionLease,
+    private readonly seen: SeenState,
+    private consumer: Consumer,
+    private readonly opts: InboxOptions,
+  ) {}
+
+  static async open(ctx: MeshContext, session: SessionAddress, opts: InboxOptions = {}): Promise<Inbox> {
+    const lease = await SessionLease.acquire(ctx, session, opts);
+    try {
+      const seen = await loadSeen(ctx, session);
+      const consumer = await ensureSessionConsumer(ctx, session, seen.through, lease.tookOver);
+      return new Inbox(ctx, session, lease, seen, consumer, opts);
+    } catch (err) {
+      await lease.release();
+      throw err;
+    }
+  }
+
+  get sessionKey(): string {
+    return sessionKeyOf(this.session);
+  }
+
+  /** Pending messages, oldest first; an empty batch when nothing is pending. */
+  async take(opts: TakeOptions = {}): Promise<InboxBatch> {
+    if (this.closed) throw new InboxStateError(`inbox of ${this.sessionKey} is closed`);
+    if (this.outstanding) throw new InboxStateError("confirm or release the previous batch before taking again");
+    const max = opts.max ?? 100;
+    if (!Number.isInteger(max) || max < 1 || max > MAX_BATCH) throw new InboxStateError(`max must be an integer from 1 to ${MAX_BATCH}`);
+    await this.lease.renew();
+    for (;;) {
+      const fetched = await this.fetchPending(max);
+      if (fetched.length === 0) return emptyBatch;
+      const shown: InboxMessage[] = [];
+      const ids = new Set<string>();
+      for (const m of fetched) {
+        const v = await this.judge(m, ids);
+        if ("show" in v) {
+          shown.push(v.show);
+          ids.add(v.show.id);
+        } else if ("park" in v) {
+          await park(this.ctx, this.session, m, v.park, v.detail);
+        }
+      }
+      if (shown.length > 0) {
+        this.outstanding = new HeldBatch(this, shown, fetched, this.ctx.config.inbox.ackWaitMs);
+        return this.outstanding;
+      }
+      // Everything fetched was parked or already shown: settle it and look further.
+      await this.settle(fetched, []);
+    }
+  }
+
+  /** Release any held batch and the lease. The session's messages stay stored for the next reader. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.outstanding) await this.outstanding.release();
+    await this.lease.release();
+  }
+
+  /** @internal */
+  async settle(held: readonly JsMsg[], ids: readonly string[]): Promise<void> {
+    const last = held.at(-1);
+    if (last === undefined) return;
+    await this.lease.renew();
+    await appendSeen(this.ctx, this.session, ids, last.seq);
+    await this.opts.onRecorded?.(ids);
+    const confirmed = await last.ackAck().catch((err: unknown) => {
+      this.ctx.logger.warn({ err, session: this.sessionKey, seq: last.seq }, "ack not confirmed; already-recorded messages will be skipped on redelivery");
+      return false;
+    });
+    if (!confirmed) this.ctx.logger.warn({ session: this.sessionKey, seq: last.seq }, "ack not confirmed");
+    for (const id of ids) this.seen.ids.add(id);
+    this.seen.through = Math.max(this.seen.through, last.seq);
+  }
+
+  /** @internal */
+  finished(batch: HeldBatch): void {
+    if (this.outstanding === batch) this.outstanding = undefined;
+  }
+
+  private async fetchPending(max: number): Promise<JsMsg[]> {
+    try {
+      return await this.fetchFrom(this.consumer, max);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      // Reaped while this reader was idle: recreate from the durable record and carry on.
+      this.consumer = await ensureSessionConsumer(this.ctx, this.session, this.seen.through, false);
+      return this.fetchFrom(this.consumer, max);
+    }
+  }
+
+  private async fetchFrom(consumer: Consumer, max: number): Promise<JsMsg[]> {
+    const info = await consumer.info(false);
+    // With one reader and no batch held, unacknowledged messages are ones given back (released or
+    // timed out): they are due for redelivery, so they count as available.
+    const available = info.num_pending + info.num_ack_pending;
+    if (available === 0) return [];
+    const want = Math.min(available, max);
+    const out: JsMsg[] = [];
+    const iter = await consumer.fetch({ max_messages: want, expires: this.ctx.config.inbox.fetchExpiresMs });
+    for await (const m of iter) out.push(m);
+    return out;
+  }
+
+  private async judge(m: JsMsg, batchIds: ReadonlySet<string>): Promise<Verdict> {
+    const maxDeliveries = this.ctx.config.inbox.maxDeliveries;
+    if (m.info.deliveryCount > maxDeliveries) {
+      return { park: "max_deliveries", detail: `delivered ${m.info.deliveryCount} times without being confirmed (limit ${maxDeliveries})` };
+    }
+    const decoded = decodeEnvelope(m.data, this.ctx.messageLimit);
+    if (!decoded.ok) return { park: decoded.error.code, detail: decoded.error.detail };
+    const env = decoded.envelope;
+    const subject = this.ctx.names.parseInboxSubject(m.subject);
+    const s = this.session;
+    if (!subject || subject.toInstance !== s.instance || subject.agent !== s.agent || subject.channel !== s.channel || subject.session !== s.session) {
+      return { park: "bad_subject", detail: `subject ${m.subject} is not this session's inbox` };
+    }
+    if (env.from.instance !== subject.fromInstance) {
+      return { park: "sender_mismatch", detail: `envelope says instance '${env.from.instance}', subject says '${subject.fromInstance}'` };
+    }
+    if (env.to.instance !== s.instance || env.to.agent !== s.agent || env.to.channel !== s.channel || env.to.session !== s.session) {
+      return { park: "recipient_mismatch", detail: "envelope is addressed to another session than its subject" };
+    }
+    if (env.kind !== subject.kind) return { park: "kind_mismatch", detail: `envelope kind '${env.kind}', subject kind '${subject.kind}'` };
+    if (this.seen.ids.has(env.id) || batchIds.has(env.id)) return { skip: true };
+    return {
+      show: {
+        id: env.id,
+        kind: env.kind,
+        from: env.from,
+        to: env.to,
+        body: env.body,
+        sentAt: env.sentAt,
+        ...(env.correlationId !== undefined && { correlationId: env.correlationId }),
+        ...(env.taskId !== undefined && { taskId: env.taskId }),
+        seq: m.seq,
+        envelope: env,
+      },
+    };
+  }
+}
+
+class HeldBatch implements InboxBatch {
+  private done = false;
+  private readonly keepAlive: NodeJS.Timeout;
+
+  constructor(
+    private readonly inbox: Inbox,
+    readonly messages: readonly InboxMessage[],
+    private readonly held: readonly JsMsg[],
+    ackWaitMs: number,
+  ) {
+    // A model turn can take minutes: keep pushing the ack deadline out while the batch is held.
+    const every = Math.max(Math.floor(ackWaitMs / 3), 200);
+    this.keepAlive = setInterval(() => {
+      for (const m of this.held) m.working();
+    }, every);
+    this.keepAlive.unref();
+  }
+
+  async confirm(): Promise<void> {
+    if (this.done) return;
+    try {
+      await this.inbox.settle(this.held, this.messages.map((m) => m.id));
+    } catch (err) {
+      if (err instanceof MeshError) throw err;
+      throw new MeshError("confirm_failed", `could not record surfacing (${String(err)}); the messages will be offered again`, { cause: err });
+    }
+    this.finish();
+  }
+
+  async release(): Promise<void> {
+    if (this.done) return;
+    for (const m of this.held) m.nak();
+    this.finish();
+  }
+
+  private finish(): void {
+    this.done = true;
+    clearInterval(this.keepAlive);
+    this.inbox.finished(this);
+  }
+}
+
+const emptyBatch: InboxBatch = Object.freeze({
+  messages: [],
+  confirm: async () => {},
+  release: async () => {},
+});

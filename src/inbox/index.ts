@@ -1,0 +1,5 @@
+export * from "./inbox.js";
+export * from "./lease.js";
+export * from "./parked.js";
+export * from "./seen-log.js";
+export * from "./session-consumer.js";

@@ -1,0 +1,19 @@
+/** What every mesh component shares about one connection: handles, names, limits, config. */
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import type { MeshConfig } from "./config.js";
+import type { Logger } from "./log.js";
+import type { Names, ServerFeatures } from "./topology/index.js";
+
+export interface MeshContext {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly names: Names;
+  readonly config: MeshConfig;
+  readonly features: ServerFeatures;
+  readonly logger: Logger;
+  /** Largest envelope accepted: the configured limit capped below the server's max_payload. */
+  readonly messageLimit: number;
+  readonly serverMaxPayload: number;
+}

@@ -1,0 +1,185 @@
+/**
+ * The mesh client: one per gateway instance (one NATS connection). It sends envelopes to session
+ * inboxes, opens inboxes for reading, and exposes the parked-message view.
+ */
+import { randomUUID } from "node:crypto";
+import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { z } from "zod";
+import { assertInstanceId, parseSessionKey, sessionKeyOf, type SessionAddress } from "./address/index.js";
+import { MeshConfigSchema, parseInput, type MeshConfig, type MeshConfigInput } from "./config.js";
+import { InvalidAddressError, MeshError, SendFailedError, UnknownInstanceError } from "./errors.js";
+import { createLogger, type Logger } from "./log.js";
+import type { MeshContext } from "./mesh-context.js";
+import { Names, ServerFeatures, provisionInstance } from "./topology/index.js";
+import { ENVELOPE_ID_RE, Kinds, encodeEnvelope, type Envelope } from "./wire/index.js";
+import { Inbox, listParked, redriveParked, type InboxOptions, type ParkedMessage } from "./inbox/index.js";
+
+/** Room left under the server's max_payload for headers and protocol framing. */
+const HEADER_ALLOWANCE = 4096;
+
+export interface MeshConnectOptions extends MeshConfigInput {
+  /** NATS servers, e.g. "nats://127.0.0.1:4222". */
+  readonly servers?: string | string[];
+  /** Extra NATS connection options (credentials, TLS, name...). */
+  readonly connection?: Omit<ConnectionOptions, "servers">;
+  readonly logger?: Logger;
+  /** Create this instance's streams and buckets if missing (default true). */
+  readonly provision?: boolean;
+}
+
+/** A session named by key (on this mesh's instance unless `instance` is given) or by address. */
+export type SessionRef = string | SessionAddress | { readonly sessionKey: string; readonly instance?: string };
+
+const SendInputSchema = z.object({
+  from: z.custom<SessionRef>((v) => v !== undefined && v !== null, "from: a session key or address is required"),
+  to: z.custom<SessionRef>((v) => v !== undefined && v !== null, "to: a session key or address is required"),
+  kind: z.string().optional(),
+  body: z.json(),
+  id: z.string().regex(ENVELOPE_ID_RE, "1-64 of A-Z a-z 0-9 _ -").optional(),
+  correlationId: z.string().min(1).max(128).optional(),
+  taskId: z.string().min(1).max(128).optional(),
+});
+export type SendInput = z.input<typeof SendInputSchema>;
+
+export interface SendResult {
+  readonly id: string;
+  readonly seq: number;
+  readonly stream: string;
+  /** True when the server recognised the id as a retry and stored nothing new. */
+  readonly duplicate: boolean;
+}
+
+export class Mesh {
+  readonly ctx: MeshContext;
+  private readonly ownsConnection: boolean;
+
+  private constructor(ctx: MeshContext, ownsConnection: boolean) {
+    this.ctx = ctx;
+    this.ownsConnection = ownsConnection;
+  }
+
+  static async connect(opts: MeshConnectOptions): Promise<Mesh> {
+    const config = parseInput(MeshConfigSchema, opts, "mesh configuration");
+    const nc = await connect({ ...opts.connection, servers: opts.servers ?? "nats://127.0.0.1:4222", noAsyncTraces: true });
+    try {
+      return await Mesh.build(nc, config, opts, true);
+    } catch (err) {
+      await nc.close();
+      throw err;
+    }
+  }
+
+  /** Use a connection the caller owns (it is not closed by `close()`). */
+  static async attach(nc: NatsConnection, opts: Omit<MeshConnectOptions, "servers" | "connection">): Promise<Mesh> {
+    const config = parseInput(MeshConfigSchema, opts, "mesh configuration");
+    return Mesh.build(nc, config, opts, false);
+  }
+
+  private static async build(nc: NatsConnection, config: MeshConfig, opts: MeshConnectOptions, owns: boolean): Promise<Mesh> {
+    assertInstanceId(config.instance);
+    const names = new Names(config.prefix);
+    const serverMaxPayload = nc.info?.max_payload ?? 1024 * 1024;
+    const messageLimit = Math.min(config.maxMessageBytes, serverMaxPayload - HEADER_ALLOWANCE);
+    const ctx: MeshContext = {
+      nc,
+      js: jetstream(nc),
+      jsm: await jetstreamManager(nc),
+      names,
+      config,
+      features: new ServerFeatures(nc.info?.version ?? "0.0.0"),
+      logger: opts.logger ?? createLogger(),
+      messageLimit,
+      serverMaxPayload,
+    };
+    const mesh = new Mesh(ctx, owns);
+    if (opts.provision !== false) await mesh.provision(config.instance);
+    return mesh;
+  }
+
+  get instance(): string {
+    return this.ctx.config.instance;
+  }
+
+  /** Create (idempotently) the streams and buckets of an instance. */
+  async provision(instance: string = this.instance): Promise<void> {
+    assertInstanceId(instance);
+    await provisionInstance(this.ctx.nc, this.ctx.jsm, this.ctx.names, instance, this.ctx.config.retention, this.ctx.messageLimit);
+  }
+
+  /** Resolve a session reference to an address; bare keys belong to this instance. */
+  address(ref: SessionRef): SessionAddress {
+    if (typeof ref === "string") return parseSessionKey(ref, this.instance);
+    if ("sessionKey" in ref) return parseSessionKey(ref.sessionKey, ref.instance ?? this.instance);
+    // Re-derive from the key so hand-built addresses get the same validation and folding.
+    return { ...parseSessionKey(sessionKeyOf(ref), ref.instance), ...(ref.run !== undefined && { run: ref.run }) };
+  }
+
+  /**
+   * Store a message in the recipient session's durable inbox. Resolves once the server has
+   * acknowledged the write; never waits for the recipient. Throws PayloadTooLargeError before
+   * publishing an oversize message and SendFailedError (with the envelope id, for a safe retry)
+   * when the server did not acknowledge.
+   */
+  async send(input: SendInput): Promise<SendResult> {
+    const req = parseInput(SendInputSchema, input, "send");
+    const from = this.address(req.from);
+    if (from.instance !== this.instance) {
+      throw new InvalidAddressError(sessionKeyOf(from), `a mesh client of instance '${this.instance}' cannot send as instance '${from.instance}'`);
+    }
+    const to = this.address(req.to);
+    const envelope: Envelope = {
+      v: 1,
+      id: req.id ?? randomUUID(),
+      kind: req.kind ?? Kinds.message,
+      from,
+      to,
+      ...(req.correlationId !== undefined && { correlationId: req.correlationId }),
+      ...(req.taskId !== undefined && { taskId: req.taskId }),
+      body: req.body,
+      sentAt: new Date().toISOString(),
+    };
+    return this.publishEnvelope(envelope);
+  }
+
+  /** Publish a complete envelope (used by higher layers that build their own kinds). */
+  async publishEnvelope(envelope: Envelope): Promise<SendResult> {
+    const { names } = this.ctx;
+    const subject = names.inboxSubject(envelope.to, envelope.from.instance, envelope.kind);
+    const bytes = encodeEnvelope(envelope, this.ctx.messageLimit, this.ctx.serverMaxPayload);
+    const stream = names.inboxStream(envelope.to.instance);
+    try {
+      const ack = await this.ctx.js.publish(subject, bytes, { msgID: envelope.id, expect: { streamName: stream } });
+      return { id: envelope.id, seq: ack.seq, stream: ack.stream, duplicate: ack.duplicate };
+    } catch (err) {
+      if (/no responders/i.test(String(err)) || (err as { code?: unknown }).code === "503") {
+        throw new UnknownInstanceError(envelope.to.instance);
+      }
+      if (err instanceof MeshError) throw err;
+      throw new SendFailedError(envelope.id, err);
+    }
+  }
+
+  /** Open a session's inbox for reading (waits for the session's lease if another reader holds it). */
+  async openInbox(session: SessionRef, opts: InboxOptions = {}): Promise<Inbox> {
+    const address = this.address(session);
+    if (address.instance !== this.instance) {
+      throw new InvalidAddressError(sessionKeyOf(address), `instance '${this.instance}' can only read its own sessions`);
+    }
+    return Inbox.open(this.ctx, address, opts);
+  }
+
+  /** Parked messages of this instance (optionally of one session), oldest first. */
+  async listParked(session?: SessionRef): Promise<ParkedMessage[]> {
+    return listParked(this.ctx, this.instance, session === undefined ? undefined : this.address(session));
+  }
+
+  /** Put a parked message back into its session inbox. */
+  async redriveParked(parkedSeq: number): Promise<{ subject: string; seq: number }> {
+    return redriveParked(this.ctx, this.instance, parkedSeq);
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsConnection) await this.ctx.nc.close();
+  }
+}

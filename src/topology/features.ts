@@ -1,0 +1,47 @@
+/**
+ * What the connected nats-server can do, from its version. The mesh runs on 2.9 and adapts; a
+ * feature it cannot emulate gives a FeatureUnavailableError naming the version it needs.
+ */
+import { FeatureUnavailableError } from "../errors.js";
+
+const REQUIREMENTS = {
+  /** More than one filter subject per consumer. */
+  multiFilter: "2.10.0",
+  /** Consumer and stream `metadata` maps. */
+  metadata: "2.10.0",
+  /** `+TERM <reason>` is honoured; before it, a term with a reason is ignored and the message returns. */
+  termReason: "2.10.4",
+  /** Per-message TTL (`Nats-TTL`); before it the header is accepted and does nothing. */
+  messageTtl: "2.11.0",
+} as const;
+
+export type ServerFeature = keyof typeof REQUIREMENTS;
+
+export class ServerFeatures {
+  readonly version: string;
+  private readonly parsed: [number, number, number];
+
+  constructor(version: string) {
+    this.version = version;
+    this.parsed = parseVersion(version);
+  }
+
+  supports(feature: ServerFeature): boolean {
+    return compare(this.parsed, parseVersion(REQUIREMENTS[feature])) >= 0;
+  }
+
+  require(feature: ServerFeature): void {
+    if (!this.supports(feature)) throw new FeatureUnavailableError(feature, REQUIREMENTS[feature], this.version);
+  }
+}
+
+function parseVersion(v: string): [number, number, number] {
+  const m = /^v?(\d+)\.(\d+)\.(\d+)/.exec(v);
+  if (!m) return [0, 0, 0];
+  return [Number(m[1]), Number(m[2]), Number(m[3])];
+}
+
+function compare(a: [number, number, number], b: [number, number, number]): number {
+  for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return 0;
+}

@@ -1,0 +1,125 @@
+/**
+ * The only module that spells subjects, stream, consumer and bucket names. `subjects.md` is the
+ * contract these functions implement; change both together.
+ *
+ * Layout (fixed token positions so broker permissions can pin the sending instance):
+ *   <prefix>.in.<toInstance>.<fromInstance>.<agent>.<channel>.<session>.<kind...>
+ *   <prefix>.parked.<instance>.<agent>.<channel>.<session>
+ *   <prefix>.seen.<instance>.<agent>.<channel>.<session>
+ *   <prefix>.alive.<instance>.<holderId>      (core NATS, lease liveness probe)
+ */
+import { createHash } from "node:crypto";
+import { decodeToken, encodeToken, type SessionAddress } from "../address/index.js";
+import { InvalidAddressError } from "../errors.js";
+import { KIND_RE } from "../wire/envelope.js";
+
+export const PREFIX_RE = /^[a-z][a-z0-9-]{0,31}$/;
+
+/** Token position of each part in an inbox subject (0-based). */
+export const INBOX_TOKENS = { to: 2, from: 3, agent: 4, channel: 5, session: 6, kind: 7 } as const;
+
+export interface SessionTokens {
+  readonly agent: string;
+  readonly channel: string;
+  readonly session: string;
+}
+
+export function sessionTokens(address: Pick<SessionAddress, "agent" | "channel" | "session">): SessionTokens {
+  return { agent: encodeToken(address.agent), channel: encodeToken(address.channel), session: encodeToken(address.session) };
+}
+
+/** `agent.channel.session` in token form: a session's identity inside one instance. */
+export function sessionPath(address: Pick<SessionAddress, "agent" | "channel" | "session">): string {
+  const t = sessionTokens(address);
+  return `${t.agent}.${t.channel}.${t.session}`;
+}
+
+export class Names {
+  readonly prefix: string;
+  constructor(prefix: string) {
+    if (!PREFIX_RE.test(prefix)) {
+      throw new InvalidAddressError(prefix, "a subject prefix is 1-32 characters of a-z, 0-9 or '-', starting with a letter");
+    }
+    this.prefix = prefix;
+  }
+
+  inboxStream(instance: string): string {
+    return `${this.prefix}_in_${instance}`;
+  }
+  parkedStream(instance: string): string {
+    return `${this.prefix}_parked_${instance}`;
+  }
+  seenStream(instance: string): string {
+    return `${this.prefix}_seen_${instance}`;
+  }
+  leaseBucket(instance: string): string {
+    return `${this.prefix}_leases_${instance}`;
+  }
+
+  /** Everything addressed to `instance`: the inbox stream's subject. */
+  inboxWildcard(instance: string): string {
+    return `${this.prefix}.in.${instance}.>`;
+  }
+  /** One wildcard covers all a session reads: a 2.9 consumer has a single filter subject. */
+  sessionFilter(to: SessionAddress): string {
+    return `${this.prefix}.in.${to.instance}.*.${sessionPath(to)}.>`;
+  }
+  inboxSubject(to: SessionAddress, fromInstance: string, kind: string): string {
+    if (!KIND_RE.test(kind)) throw new InvalidAddressError(kind, "a message kind is 1-4 dot-separated lowercase words");
+    return `${this.prefix}.in.${to.instance}.${fromInstance}.${sessionPath(to)}.${kind}`;
+  }
+  parkedWildcard(instance: string): string {
+    return `${this.prefix}.parked.${instance}.>`;
+  }
+  parkedSubject(session: SessionAddress): string {
+    return `${this.prefix}.parked.${session.instance}.${sessionPath(session)}`;
+  }
+  seenWildcard(instance: string): string {
+    return `${this.prefix}.seen.${instance}.>`;
+  }
+  seenSubject(session: SessionAddress): string {
+    return `${this.prefix}.seen.${session.instance}.${sessionPath(session)}`;
+  }
+  aliveSubject(instance: string, holderId: string): string {
+    return `${this.prefix}.alive.${instance}.${holderId}`;
+  }
+  /** KV key of a session's lease inside the instance's lease bucket. */
+  leaseKey(session: SessionAddress): string {
+    return sessionPath(session);
+  }
+  /**
+   * Durable consumer name of a session. Hashed so it stays short and filesystem-safe whatever the
+   * session key; the readable key is kept in the consumer's description.
+   */
+  sessionConsumer(session: SessionAddress): string {
+    const digest = createHash("sha256").update(sessionPath(session)).digest("hex").slice(0, 32);
+    return `ses_${digest}`;
+  }
+
+  /** Parse an inbox subject back into its parts; undefined when it is not one of ours. */
+  parseInboxSubject(subject: string): ParsedInboxSubject | undefined {
+    const t = subject.split(".");
+    if (t.length < 8 || t[0] !== this.prefix || t[1] !== "in") return undefined;
+    try {
+      return {
+        toInstance: t[INBOX_TOKENS.to]!,
+        fromInstance: t[INBOX_TOKENS.from]!,
+        agent: decodeToken(t[INBOX_TOKENS.agent]!),
+        channel: decodeToken(t[INBOX_TOKENS.channel]!),
+        session: decodeToken(t[INBOX_TOKENS.session]!),
+        kind: t.slice(INBOX_TOKENS.kind).join("."),
+      };
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+export interface ParsedInboxSubject {
+  readonly toInstance: string;
+  readonly fromInstance: string;
+  readonly agent: string;
+  readonly channel: string;
+  readonly session: string;
+  readonly kind: string;
+}

@@ -1,0 +1,142 @@
+/**
+ * Idempotent provisioning of one instance's streams and buckets. Creating what is missing is safe
+ * to repeat; an existing resource whose configuration disagrees with the mesh's is an error naming
+ * the field, never silently "fixed" (changing retention under live data is an operator decision).
+ */
+import { nanos } from "@nats-io/transport-node";
+import {
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamManager,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { TopologyConflictError } from "../errors.js";
+import type { Retention } from "../config.js";
+import type { Names } from "./names.js";
+
+/** Compared on an existing stream: the fields that decide what is kept and for how long. */
+const CHECKED_FIELDS = ["subjects", "retention", "storage", "discard", "max_age", "max_bytes", "duplicate_window", "num_replicas", "max_msg_size"] as const;
+
+export interface InstanceTopology {
+  readonly inboxStream: string;
+  readonly parkedStream: string;
+  readonly seenStream: string;
+  readonly leaseBucket: string;
+}
+
+export function inboxStreamConfig(names: Names, instance: string, r: Retention, maxMessageBytes: number): Partial<StreamConfig> & { name: string } {
+  return {
+    name: names.inboxStream(instance),
+    description: `clawmesh session inboxes of instance ${instance}`,
+    subjects: [names.inboxWildcard(instance)],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.New,
+    max_age: nanos(r.maxAgeMs),
+    max_bytes: r.maxBytes,
+    max_msgs: -1,
+    max_msg_size: maxMessageBytes,
+    duplicate_window: nanos(r.duplicateWindowMs),
+    num_replicas: r.replicas,
+    allow_direct: true,
+  };
+}
+
+function parkedStreamConfig(names: Names, instance: string, r: Retention): Partial<StreamConfig> & { name: string } {
+  return {
+    name: names.parkedStream(instance),
+    description: `clawmesh parked (undeliverable) messages of instance ${instance}`,
+    subjects: [names.parkedWildcard(instance)],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.New,
+    max_age: nanos(r.parkedMaxAgeMs),
+    max_bytes: r.maxBytes,
+    duplicate_window: nanos(r.duplicateWindowMs),
+    num_replicas: r.replicas,
+    allow_direct: true,
+  };
+}
+
+function seenStreamConfig(names: Names, instance: string, r: Retention): Partial<StreamConfig> & { name: string } {
+  return {
+    name: names.seenStream(instance),
+    description: `clawmesh record of surfaced envelope ids of instance ${instance}`,
+    subjects: [names.seenWildcard(instance)],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.New,
+    max_age: nanos(r.seenMaxAgeMs),
+    max_bytes: r.maxBytes,
+    duplicate_window: nanos(r.duplicateWindowMs),
+    num_replicas: r.replicas,
+    allow_direct: true,
+  };
+}
+
+export async function ensureStream(jsm: JetStreamManager, want: Partial<StreamConfig> & { name: string }): Promise<void> {
+  let existing: StreamConfig | undefined;
+  try {
+    existing = (await jsm.streams.info(want.name)).config;
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+  if (existing === undefined) {
+    try {
+      await jsm.streams.add(want);
+      return;
+    } catch (err) {
+      // Another process created it between our look and our add: fall through and compare.
+      if (!/already in use/i.test(String(err))) throw err;
+      existing = (await jsm.streams.info(want.name)).config;
+    }
+  }
+  for (const field of CHECKED_FIELDS) {
+    if (!(field in want)) continue;
+    const a = existing[field as keyof StreamConfig];
+    const w = want[field as keyof StreamConfig];
+    if (JSON.stringify(a) !== JSON.stringify(w)) throw new TopologyConflictError(`stream ${want.name}`, field, a, w);
+  }
+}
+
+export async function provisionInstance(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  names: Names,
+  instance: string,
+  retention: Retention,
+  maxMessageBytes: number,
+): Promise<InstanceTopology> {
+  await ensureStream(jsm, inboxStreamConfig(names, instance, retention, maxMessageBytes));
+  await ensureStream(jsm, parkedStreamConfig(names, instance, retention));
+  await ensureStream(jsm, seenStreamConfig(names, instance, retention));
+  const leaseBucket = names.leaseBucket(instance);
+  try {
+    await jsm.streams.info(`KV_${leaseBucket}`);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await new Kvm(nc).create(leaseBucket, {
+      history: 1,
+      replicas: retention.replicas,
+      storage: StorageType.File,
+      // Leases of sessions nobody reads any more age out with the bucket's max_age.
+      ttl: 24 * 60 * 60 * 1000,
+      description: `clawmesh session reader leases of instance ${instance}`,
+    });
+  }
+  return {
+    inboxStream: names.inboxStream(instance),
+    parkedStream: names.parkedStream(instance),
+    seenStream: names.seenStream(instance),
+    leaseBucket,
+  };
+}
+
+export function isNotFound(err: unknown): boolean {
+  const e = err as { code?: unknown; api_error?: { err_code?: number }; message?: string } | undefined;
+  if (e?.api_error?.err_code === 10059 || e?.api_error?.err_code === 10014) return true;
+  return /not found/i.test(e?.message ?? "");
+}

@@ -1,0 +1,40 @@
+/**
+ * The wire envelope: the single source of truth for what travels on an inbox subject. Version 1.
+ * Unknown top-level fields are kept (loose object) so later minor additions pass through older
+ * readers; a different `v` is an incompatible envelope and is parked, never guessed at.
+ */
+import { z } from "zod";
+
+export const ENVELOPE_VERSION = 1 as const;
+export const KIND_RE = /^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31}){0,3}$/;
+export const ENVELOPE_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+export const AddressSchema = z.object({
+  instance: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, "instance id: 1-64 of a-z 0-9 _ -"),
+  agent: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, "agent id: 1-64 of a-z 0-9 _ -, lowercase"),
+  channel: z.string().min(1).max(256),
+  session: z.string().max(256),
+  run: z.string().min(1).max(256).optional(),
+  thread: z.string().min(1).max(256).optional(),
+});
+
+/** Message kinds the mesh itself defines; hosts may add their own dotted kinds. */
+export const Kinds = {
+  message: "msg",
+  taskComplete: "task.complete",
+} as const;
+
+export const EnvelopeSchema = z.looseObject({
+  v: z.literal(ENVELOPE_VERSION),
+  id: z.string().regex(ENVELOPE_ID_RE, "envelope id: 1-64 of A-Z a-z 0-9 _ -"),
+  kind: z.string().regex(KIND_RE, "kind: 1-4 dot-separated lowercase words"),
+  from: AddressSchema,
+  to: AddressSchema,
+  correlationId: z.string().min(1).max(128).optional(),
+  taskId: z.string().min(1).max(128).optional(),
+  body: z.json(),
+  sentAt: z.iso.datetime({ offset: true }),
+});
+
+export type Envelope = z.infer<typeof EnvelopeSchema>;
+export type WireAddress = z.infer<typeof AddressSchema>;
