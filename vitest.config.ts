@@ -8,5 +8,6 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Two cores: more workers only make nats-server processes fight for CPU.
     maxWorkers: 2,
+    env: { CLAWMESH_LOG_LEVEL: process.env.CLAWMESH_LOG_LEVEL ?? "error" },
   },
 });

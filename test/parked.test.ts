@@ -1,0 +1,110 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Mesh, parseSessionKey } from "../src/index.js";
+import { startTestServer, type TestServer } from "./harness/server.js";
+import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { SessionProcess } from "./harness/child.js";
+
+let server: TestServer;
+const meshes: Mesh[] = [];
+
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(async () => {
+  await Promise.all(meshes.map((m) => m.close().catch(() => undefined)));
+  await server.dispose();
+});
+
+async function mesh(prefix: string, extra: Partial<Parameters<typeof openMesh>[1]> = {}): Promise<Mesh> {
+  const m = await openMesh(server, { prefix, instance: "gw1", ...extra });
+  meshes.push(m);
+  return m;
+}
+
+function envelope(from: string, toKey: string, extra: Record<string, unknown> = {}) {
+  const to = parseSessionKey(toKey, "gw1");
+  return {
+    v: 1,
+    id: `e${Math.random().toString(36).slice(2)}`,
+    kind: "msg",
+    from: { ...parseSessionKey("agent:a:main", from) },
+    to,
+    body: "hi",
+    sentAt: new Date().toISOString(),
+    ...extra,
+  };
+}
+
+describe("parking malformed and failing messages", () => {
+  it("parks raw garbage on a session subject, still serves the next good message, and lists the garbage from another process after restarts", async () => {
+    const prefix = uniquePrefix();
+    const m = await mesh(prefix);
+    const key = "agent:b:telegram:direct:42";
+    const to = parseSessionKey(key, "gw1");
+    const subject = m.ctx.names.inboxSubject(to, "gw1", "msg");
+    const garbage: [Uint8Array | string, string][] = [
+      ["not json at all", "invalid_json"],
+      [new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), "invalid_utf8"],
+      [JSON.stringify({ hello: "world" }), "invalid_envelope"],
+      [JSON.stringify(envelope("gw1", key, { v: 2 })), "unsupported_version"],
+      // Claims to come from gw9 on a subject that says gw1.
+      [JSON.stringify(envelope("gw9", key)), "sender_mismatch"],
+      [JSON.stringify(envelope("gw1", "agent:someone-else:main")), "recipient_mismatch"],
+    ];
+    for (const [data] of garbage) await m.ctx.js.publish(subject, data);
+    const good = await m.send({ from: "agent:a:main", to: key, body: "good" });
+
+    const inbox = await m.openInbox(key);
+    const batch = await inbox.take();
+    expect(batch.messages.map((x) => x.id)).toEqual([good.id]);
+    await batch.confirm();
+    await inbox.close();
+
+    const parked = await m.listParked(key);
+    expect(parked.map((p) => p.reason)).toEqual(garbage.map(([, reason]) => reason));
+    expect(parked.every((p) => p.subject === subject && p.sessionKey === key)).toBe(true);
+
+    // Consumer gone and server restarted: a fresh process still sees every parked message.
+    await m.ctx.jsm.consumers.delete(m.ctx.names.inboxStream("gw1"), m.ctx.names.sessionConsumer(to));
+    await server.kill();
+    await server.restart();
+    const operator = await SessionProcess.start({ url: server.url, prefix, instance: "gw1" });
+    operator.send({ op: "list-parked" });
+    const listed = await operator.expect("parked");
+    expect(listed.list.map((p) => p.reason)).toEqual(garbage.map(([, reason]) => reason));
+    await operator.close();
+  });
+
+  it("parks a message its readers keep giving back, and shows it once when redriven", async () => {
+    const prefix = uniquePrefix();
+    const m = await mesh(prefix, { inbox: { maxDeliveries: 2 } });
+    const key = "agent:b:main";
+    const sent = await m.send({ from: "agent:a:main", to: key, body: "fragile" });
+    const inbox = await m.openInbox(key);
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      const batch = await inbox.take();
+      expect(batch.messages.map((x) => x.id)).toEqual([sent.id]);
+      await batch.release();
+    }
+    expect((await inbox.take()).messages).toEqual([]);
+    const parked = await m.listParked(key);
+    expect(parked).toHaveLength(1);
+    expect(parked[0]!.reason).toBe("max_deliveries");
+
+    await m.redriveParked(parked[0]!.parkedSeq);
+    expect(await m.listParked(key)).toEqual([]);
+    const batch = await inbox.take();
+    expect(batch.messages.map((x) => x.id)).toEqual([sent.id]);
+    await batch.confirm();
+    expect((await inbox.take()).messages).toEqual([]);
+    await inbox.close();
+  });
+
+  it("refuses a body over the mesh limit before publishing, naming the limit", async () => {
+    const prefix = uniquePrefix();
+    const m = await mesh(prefix, { maxMessageBytes: 2048 });
+    await expect(m.send({ from: "agent:a:main", to: "agent:b:main", body: "x".repeat(5000) })).rejects.toThrow(/mesh limit is 2048 bytes/);
+    const info = await m.ctx.jsm.streams.info(m.ctx.names.inboxStream("gw1"));
+    expect(info.state.messages).toBe(0);
+  });
+});
