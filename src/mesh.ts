@@ -152,7 +152,8 @@ export class Mesh {
       const ack = await this.ctx.js.publish(subject, bytes, { msgID: envelope.id, expect: { streamName: stream } });
       return { id: envelope.id, seq: ack.seq, stream: ack.stream, duplicate: ack.duplicate };
     } catch (err) {
-      if (/no responders/i.test(String(err)) || (err as { code?: unknown }).code === "503") {
+      // No stream listens on the subject: the client reports it as "no responders" (v3 wraps it).
+      if (/no responders/i.test(`${String(err)} ${String((err as { cause?: unknown }).cause)}`)) {
         throw new UnknownInstanceError(envelope.to.instance);
       }
       if (err instanceof MeshError) throw err;
