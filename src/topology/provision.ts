@@ -45,31 +45,16 @@ export function inboxStreamConfig(names: Names, instance: string, r: Retention, 
   };
 }
 
-function parkedStreamConfig(names: Names, instance: string, r: Retention): Partial<StreamConfig> & { name: string } {
+/** The parked and seen streams: same shape as an inbox, their own subjects and age. */
+function sideStreamConfig(name: string, subject: string, purpose: string, maxAgeMs: number, r: Retention): Partial<StreamConfig> & { name: string } {
   return {
-    name: names.parkedStream(instance),
-    description: `clawmesh parked (undeliverable) messages of instance ${instance}`,
-    subjects: [names.parkedWildcard(instance)],
+    name,
+    description: `clawmesh ${purpose}`,
+    subjects: [subject],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     discard: DiscardPolicy.New,
-    max_age: nanos(r.parkedMaxAgeMs),
-    max_bytes: r.maxBytes,
-    duplicate_window: nanos(r.duplicateWindowMs),
-    num_replicas: r.replicas,
-    allow_direct: true,
-  };
-}
-
-function seenStreamConfig(names: Names, instance: string, r: Retention): Partial<StreamConfig> & { name: string } {
-  return {
-    name: names.seenStream(instance),
-    description: `clawmesh record of surfaced envelope ids of instance ${instance}`,
-    subjects: [names.seenWildcard(instance)],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    discard: DiscardPolicy.New,
-    max_age: nanos(r.seenMaxAgeMs),
+    max_age: nanos(maxAgeMs),
     max_bytes: r.maxBytes,
     duplicate_window: nanos(r.duplicateWindowMs),
     num_replicas: r.replicas,
@@ -111,8 +96,14 @@ export async function provisionInstance(
   maxMessageBytes: number,
 ): Promise<InstanceTopology> {
   await ensureStream(jsm, inboxStreamConfig(names, instance, retention, maxMessageBytes));
-  await ensureStream(jsm, parkedStreamConfig(names, instance, retention));
-  await ensureStream(jsm, seenStreamConfig(names, instance, retention));
+  await ensureStream(
+    jsm,
+    sideStreamConfig(names.parkedStream(instance), names.parkedWildcard(instance), `parked (undeliverable) messages of instance ${instance}`, retention.parkedMaxAgeMs, retention),
+  );
+  await ensureStream(
+    jsm,
+    sideStreamConfig(names.seenStream(instance), names.seenWildcard(instance), `record of surfaced envelope ids of instance ${instance}`, retention.seenMaxAgeMs, retention),
+  );
   const leaseBucket = names.leaseBucket(instance);
   try {
     await jsm.streams.info(`KV_${leaseBucket}`);
