@@ -18,6 +18,8 @@ export const RetentionSchema = z.object({
   parkedMaxAgeMs: z.number().int().positive().default(30 * DAY),
   /** How long the record of surfaced envelope ids is kept: the consumer-side dedup horizon. */
   seenMaxAgeMs: z.number().int().positive().default(14 * DAY),
+  /** How long a task registry entry lives after its last change. */
+  taskMaxAgeMs: z.number().int().positive().default(30 * DAY),
   /** Stream and bucket replicas (3 on a cluster). */
   replicas: z.number().int().min(1).max(5).default(1),
 });

@@ -8,12 +8,14 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { z } from "zod";
 import { assertInstanceId, parseSessionKey, sessionKeyOf, type SessionAddress } from "./address/index.js";
 import { MeshConfigSchema, parseInput, type MeshConfig, type MeshConfigInput } from "./config.js";
-import { InvalidAddressError, MeshError, SendFailedError, UnknownInstanceError } from "./errors.js";
+import { InvalidAddressError } from "./errors.js";
 import { createLogger, type Logger } from "./log.js";
 import type { MeshContext } from "./mesh-context.js";
 import { Names, ServerFeatures, provisionInstance } from "./topology/index.js";
-import { ENVELOPE_ID_RE, Kinds, encodeEnvelope, type Envelope } from "./wire/index.js";
-import { Inbox, listParked, redriveParked, type InboxOptions, type ParkedMessage } from "./inbox/index.js";
+import { ENVELOPE_ID_RE, Kinds, type Envelope } from "./wire/index.js";
+import { Inbox, SessionWatcher, deliver, listParked, redriveParked, type Delivered, type InboxOptions, type ParkedMessage } from "./inbox/index.js";
+import { TaskRegistry, ensureTaskBucket, finishTask, recoverTasks, type FinishOutcome, type FinishState } from "./tasks/index.js";
+import { MeshSession, childTaskId } from "./session/index.js";
 
 /** Room left under the server's max_payload for headers and protocol framing. */
 const HEADER_ALLOWANCE = 4096;
@@ -42,17 +44,12 @@ const SendInputSchema = z.object({
 });
 export type SendInput = z.input<typeof SendInputSchema>;
 
-export interface SendResult {
-  readonly id: string;
-  readonly seq: number;
-  readonly stream: string;
-  /** True when the server recognised the id as a retry and stored nothing new. */
-  readonly duplicate: boolean;
-}
+export type SendResult = Delivered;
 
 export class Mesh {
   readonly ctx: MeshContext;
   private readonly ownsConnection: boolean;
+  private registryHandle: TaskRegistry | undefined;
 
   private constructor(ctx: MeshContext, ownsConnection: boolean) {
     this.ctx = ctx;
@@ -93,7 +90,11 @@ export class Mesh {
       serverMaxPayload,
     };
     const mesh = new Mesh(ctx, owns);
-    if (opts.provision !== false) await mesh.provision(config.instance);
+    if (opts.provision !== false) {
+      await mesh.provision(config.instance);
+      // Finish any completion a crash left half-written (decided in the registry, event unsent).
+      await mesh.recoverTasks();
+    }
     return mesh;
   }
 
@@ -105,6 +106,68 @@ export class Mesh {
   async provision(instance: string = this.instance): Promise<void> {
     assertInstanceId(instance);
     await provisionInstance(this.ctx.nc, this.ctx.jsm, this.ctx.names, instance, this.ctx.config.retention, this.ctx.messageLimit);
+    await ensureTaskBucket(this.ctx);
+  }
+
+  /** The task registry (opened on first use). */
+  async registry(): Promise<TaskRegistry> {
+    this.registryHandle ??= await TaskRegistry.open(this.ctx);
+    return this.registryHandle;
+  }
+
+  /**
+   * Start a session's run: takes its lease, opens its inbox and a live watcher. Hold it for the
+   * run; `close()` at run end (what was not surfaced stays for the next run).
+   */
+  async openSession(session: SessionRef, opts: InboxOptions = {}): Promise<MeshSession> {
+    const inbox = await this.openInbox(session, opts);
+    try {
+      const watcher = await SessionWatcher.start(this.ctx, inbox.session);
+      return new MeshSession(this.ctx, inbox, watcher, await this.registry());
+    } catch (err) {
+      await inbox.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Record that a child session started outside the mesh (e.g. by OpenClaw's sessions_spawn) works
+   * for `parent`, so awaiting the child's key reports it as working.
+   */
+  async registerChildSession(input: { parent: SessionRef; child: SessionRef; title?: string }): Promise<string> {
+    const parent = this.address(input.parent);
+    const child = this.address(input.child);
+    const taskId = childTaskId(child);
+    const registry = await this.registry();
+    if (await registry.get(taskId)) return taskId;
+    const now = new Date().toISOString();
+    await registry
+      .create({ v: 1, taskId, requester: parent, assignee: child, state: "working", ...(input.title && { title: input.title.slice(0, 500) }), createdAt: now, updatedAt: now, notified: false, childSession: true })
+      .catch((err: unknown) => {
+        if (!/key exists|wrong last sequence/i.test(String(err))) throw err;
+      });
+    return taskId;
+  }
+
+  /**
+   * Publish the end of a child session started outside the mesh: its result lands in the parent's
+   * inbox as a task.complete and resolves awaits on the child's session key.
+   */
+  async finishChildSession(input: { parent: SessionRef; child: SessionRef; state: FinishState; result?: Envelope["body"]; error?: string }): Promise<FinishOutcome> {
+    const child = this.address(input.child);
+    const taskId = await this.registerChildSession({ parent: input.parent, child });
+    return finishTask(this.ctx, await this.registry(), {
+      taskId,
+      state: input.state,
+      ...(input.result !== undefined && { result: input.result }),
+      ...(input.error !== undefined && { error: input.error }),
+      by: child,
+    });
+  }
+
+  /** Republish completions of tasks assigned to this instance that a crash left unpublished. */
+  async recoverTasks(): Promise<string[]> {
+    return recoverTasks(this.ctx, await this.registry(), this.instance);
   }
 
   /** Resolve a session reference to an address; bare keys belong to this instance. */
@@ -144,21 +207,7 @@ export class Mesh {
 
   /** Publish a complete envelope (used by higher layers that build their own kinds). */
   async publishEnvelope(envelope: Envelope): Promise<SendResult> {
-    const { names } = this.ctx;
-    const subject = names.inboxSubject(envelope.to, envelope.from.instance, envelope.kind);
-    const bytes = encodeEnvelope(envelope, this.ctx.messageLimit, this.ctx.serverMaxPayload);
-    const stream = names.inboxStream(envelope.to.instance);
-    try {
-      const ack = await this.ctx.js.publish(subject, bytes, { msgID: envelope.id, expect: { streamName: stream } });
-      return { id: envelope.id, seq: ack.seq, stream: ack.stream, duplicate: ack.duplicate };
-    } catch (err) {
-      // No stream listens on the subject: the client reports it as "no responders" (v3 wraps it).
-      if (/no responders/i.test(`${String(err)} ${String((err as { cause?: unknown }).cause)}`)) {
-        throw new UnknownInstanceError(envelope.to.instance);
-      }
-      if (err instanceof MeshError) throw err;
-      throw new SendFailedError(envelope.id, err);
-    }
+    return deliver(this.ctx, envelope);
   }
 
   /** Open a session's inbox for reading (waits for the session's lease if another reader holds it). */

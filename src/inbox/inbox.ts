@@ -64,6 +64,8 @@ type Verdict = { readonly show: InboxMessage } | { readonly skip: true } | { rea
 export class Inbox {
   private outstanding: HeldBatch | undefined;
   private closed = false;
+  /** take() and claim() run one at a time, so a message is never both taken and claimed. */
+  private turn: Promise<unknown> = Promise.resolve();
 
   private constructor(
     private readonly ctx: MeshContext,
@@ -91,7 +93,17 @@ export class Inbox {
   }
 
   /** Pending messages, oldest first; an empty batch when nothing is pending. */
-  async take(opts: TakeOptions = {}): Promise<InboxBatch> {
+  take(opts: TakeOptions = {}): Promise<InboxBatch> {
+    return this.exclusive(() => this.takeNow(opts));
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(fn, fn);
+    this.turn = run.catch(() => undefined);
+    return run;
+  }
+
+  private async takeNow(opts: TakeOptions): Promise<InboxBatch> {
     if (this.closed) throw new InboxStateError(`inbox of ${this.sessionKey} is closed`);
     if (this.outstanding) throw new InboxStateError("confirm or release the previous batch before taking again");
     const max = opts.max ?? 100;
@@ -118,6 +130,26 @@ export class Inbox {
       // Everything fetched was parked or already shown: settle it and look further.
       await this.settle(fetched, []);
     }
+  }
+
+  /**
+   * Record `id` as surfaced through another path (an inline reply, an await result) so the inbox
+   * never shows it. Returns false, recording nothing, when it was already surfaced or an outstanding
+   * batch holds it (that batch surfaces it). Never both, never neither.
+   */
+  claim(id: string): Promise<boolean> {
+    return this.exclusive(async () => {
+      if (this.closed) throw new InboxStateError(`inbox of ${this.sessionKey} is closed`);
+      if (this.seen.ids.has(id) || this.outstanding?.holds(id)) return false;
+      await appendSeen(this.ctx, this.session, [id], undefined);
+      this.seen.ids.add(id);
+      return true;
+    });
+  }
+
+  /** True when `id` was already surfaced (shown by the inbox or claimed). */
+  surfaced(id: string): boolean {
+    return this.seen.ids.has(id);
   }
 
   /** Release any held batch and the lease. The session's messages stay stored for the next reader. */
@@ -227,6 +259,10 @@ class HeldBatch implements InboxBatch {
       for (const m of this.held) m.working();
     }, every);
     this.keepAlive.unref();
+  }
+
+  holds(id: string): boolean {
+    return this.messages.some((m) => m.id === id);
   }
 
   async confirm(): Promise<void> {

@@ -55,6 +55,10 @@ export class Names {
   leaseBucket(instance: string): string {
     return `${this.prefix}_leases_${instance}`;
   }
+  /** Shared by all instances; keys name the two instances a task involves. */
+  taskBucket(): string {
+    return `${this.prefix}_tasks`;
+  }
 
   /** Everything addressed to `instance`: the inbox stream's subject. */
   inboxWildcard(instance: string): string {

@@ -20,7 +20,13 @@ export const AddressSchema = z.object({
 
 /** Message kinds the mesh itself defines; hosts may add their own dotted kinds. */
 export const Kinds = {
+  /** A plain message to a session. */
   message: "msg",
+  /** A reply to a message; `correlationId` is the id of the message answered. */
+  reply: "reply",
+  /** Work delegated to a session; `taskId` names the registry entry. */
+  taskRequest: "task.request",
+  /** A task reached a terminal state; lands in the requester's inbox. */
   taskComplete: "task.complete",
 } as const;
 

@@ -1,0 +1,182 @@
+/**
+ * A session's handle for one run: what a host holds between run start and run end. It owns the
+ * session's inbox lease and a live watcher, and offers the session's verbs:
+ *
+ * - `take()`: the boundary call (run start, after each tool result): what arrived meanwhile;
+ * - `send()` / `reply()`: messages; a send can wait (bounded) for its reply inline;
+ * - `delegate()` / `complete()` / `setTaskState()`: tasks and their `task.complete` pingbacks;
+ * - `await()`: blocking fan-in over task ids and child session keys.
+ *
+ * Every send resolves on its own correlation id: parallel sends never wait on one another.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index.js";
+import { MeshError } from "../errors.js";
+import type { MeshContext } from "../mesh-context.js";
+import { deliver, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
+import { Kinds, TERMINAL_STATES, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState } from "../wire/index.js";
+import { awaitTasks, finishTask, type AwaitResult, type AwaitTarget, type FinishHooks, type FinishOutcome, type FinishState, type FinishedItem, type TaskRegistry } from "../tasks/index.js";
+
+export type JsonBody = Envelope["body"];
+
+export interface SendOptions {
+  readonly to: SessionAddress;
+  readonly body: JsonBody;
+  readonly kind?: string;
+  /** Wait this long for a reply inline (0: do not wait). */
+  readonly waitMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+export type SendOutcome =
+  | { readonly status: "replied"; readonly id: string; readonly reply: JsonBody; readonly from: SessionAddress }
+  | { readonly status: "sent"; readonly id: string; readonly seq: number };
+
+export interface DelegateOptions {
+  readonly to: SessionAddress;
+  readonly message: string;
+  /** Caller-chosen id (makes a retried delegation idempotent); generated when absent. */
+  readonly taskId?: string;
+  /** Wait this long for the task to finish inline (0: do not wait). */
+  readonly waitMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface DelegateOutcome {
+  readonly taskId: string;
+  /** Set when the task finished within the wait. */
+  readonly finished?: FinishedItem;
+  readonly state: TaskState;
+}
+
+export class InvalidTaskActionError extends MeshError {
+  constructor(message: string) {
+    super("invalid_task_action", message);
+  }
+}
+
+/** The synthetic task id that stands for a child session started outside the mesh. */
+export function childTaskId(child: SessionAddress): string {
+  return `s-${createHash("sha256").update(`${child.instance}/${sessionKeyOf(child)}`).digest("hex").slice(0, 40)}`;
+}
+
+export class MeshSession {
+  constructor(
+    private readonly ctx: MeshContext,
+    readonly inbox: Inbox,
+    private readonly watcher: SessionWatcher,
+    private readonly registry: TaskRegistry,
+  ) {}
+
+  get address(): SessionAddress {
+    return this.inbox.session;
+  }
+
+  get sessionKey(): string {
+    return sessionKeyOf(this.address);
+  }
+
+  /** The boundary call: messages that arrived since the last take, oldest first. Confirm after showing them. */
+  take(opts?: TakeOptions): Promise<InboxBatch> {
+    return this.inbox.take(opts);
+  }
+
+  async send(opts: SendOptions): Promise<SendOutcome> {
+    const id = randomUUID();
+    const envelope: Envelope = { v: 1, id, kind: opts.kind ?? Kinds.message, from: this.address, to: opts.to, correlationId: id, body: opts.body, sentAt: new Date().toISOString() };
+    const waitMs = opts.waitMs ?? 0;
+    if (waitMs <= 0) {
+      const d = await deliver(this.ctx, envelope);
+      return { status: "sent", id, seq: d.seq };
+    }
+    // Listen before sending so a fast reply cannot slip past.
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), waitMs);
+    const onAbort = () => stop.abort();
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    const replied = this.watcher.waitFor((e) => e.kind === Kinds.reply && e.correlationId === id, stop.signal);
+    try {
+      const d = await deliver(this.ctx, envelope);
+      const reply = await replied;
+      if (reply && (await this.inbox.claim(reply.id))) return { status: "replied", id, reply: reply.body, from: reply.from };
+      return { status: "sent", id, seq: d.seq };
+    } finally {
+      stop.abort();
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Answer a message: lands in the asker's inbox (or inline, if it is still waiting). */
+  async reply(to: Pick<Envelope, "id" | "from">, body: JsonBody): Promise<Delivered> {
+    return deliver(this.ctx, {
+      v: 1,
+      id: randomUUID(),
+      kind: Kinds.reply,
+      from: this.address,
+      to: to.from,
+      correlationId: to.id,
+      body,
+      sentAt: new Date().toISOString(),
+    });
+  }
+
+  /** Create a task for another session and send it the request. */
+  async delegate(opts: DelegateOptions): Promise<DelegateOutcome> {
+    const taskId = opts.taskId ?? randomUUID();
+    const now = new Date().toISOString();
+    const record: TaskRecord = {
+      v: 1,
+      taskId,
+      requester: this.address,
+      assignee: opts.to,
+      state: "submitted",
+      title: opts.message.slice(0, 500),
+      createdAt: now,
+      updatedAt: now,
+      notified: false,
+    };
+    const existing = await this.registry.get(taskId);
+    if (existing && !(sameSession(existing.record.requester, this.address) && sameSession(existing.record.assignee, opts.to))) {
+      throw new InvalidTaskActionError(`task id ${taskId} is already used by another delegation`);
+    }
+    if (!existing) await this.registry.create(record);
+    const body: TaskRequestBody = { taskId, message: opts.message };
+    await deliver(this.ctx, { v: 1, id: `tr-${taskId}`, kind: Kinds.taskRequest, from: this.address, to: opts.to, taskId, body, sentAt: now });
+    const waitMs = opts.waitMs ?? 0;
+    if (waitMs <= 0) return { taskId, state: existing?.record.state ?? "submitted" };
+    const r = await this.await([{ taskId }], { timeoutMs: waitMs, ...(opts.signal && { signal: opts.signal }) });
+    const finished = r.done[0];
+    return finished ? { taskId, finished, state: finished.state } : { taskId, state: r.pending[0]?.state === "unknown" ? "submitted" : (r.pending[0]?.state ?? "submitted") };
+  }
+
+  /** Declare a task assigned to this session finished (completed or failed) with its result. */
+  async complete(input: { taskId: string; state: FinishState; result?: JsonBody; error?: string }, hooks?: FinishHooks): Promise<FinishOutcome> {
+    const task = await this.registry.require(input.taskId);
+    if (!sameSession(task.record.assignee, this.address)) {
+      throw new InvalidTaskActionError(`task ${input.taskId} is assigned to ${sessionKeyOf(task.record.assignee)}, not to this session (${this.sessionKey})`);
+    }
+    return finishTask(this.ctx, this.registry, { ...input, by: this.address }, hooks);
+  }
+
+  /** Move a task assigned to this session to `working` or `input-required`. */
+  async setTaskState(taskId: string, state: "working" | "input-required"): Promise<TaskRecord> {
+    for (;;) {
+      const task = await this.registry.require(taskId);
+      if (!sameSession(task.record.assignee, this.address)) throw new InvalidTaskActionError(`task ${taskId} is not assigned to this session`);
+      if (TERMINAL_STATES.has(task.record.state)) throw new InvalidTaskActionError(`task ${taskId} is already ${task.record.state}`);
+      const next = { ...task.record, state, updatedAt: new Date().toISOString() };
+      if (await this.registry.replace(task, next)) return next;
+    }
+  }
+
+  /** Wait for tasks and/or child sessions (by key) to finish. */
+  await(targets: readonly AwaitTarget[], opts: { mode?: "all" | "any"; timeoutMs: number; signal?: AbortSignal; onResult?: (i: FinishedItem) => void }): Promise<AwaitResult> {
+    return awaitTasks({ registry: this.registry, inbox: this.inbox, watcher: this.watcher }, targets, opts);
+  }
+
+  async close(): Promise<void> {
+    this.watcher.stop();
+    await this.inbox.close();
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Finishing a task: two writes, in this order.
+ *
+ *   1. compare-and-set the registry entry to its terminal state (the decision: exactly one writer
+ *      wins; a loser re-reads and is told who finished it and how);
+ *   2. store the `task.complete` event in the requester's inbox, under the deterministic envelope
+ *      id `tc-<taskId>`, then mark the entry `notified` (another compare-and-set).
+ *
+ * A crash after 1 and before 2 leaves a terminal entry with `notified: false`: never a pingback
+ * without a decision, never a contradiction. Recovery (`recoverTasks`, run by the assignee's
+ * instance at start and on demand) republishes the event for such entries; the fixed envelope id
+ * makes a republish a no-op for the server (inside its window) and for the requester's surfaced-id
+ * log (after it). A requester that awaits the task reads the registry too, so it is never held up
+ * by a missing event.
+ */
+import type { SessionAddress } from "../address/index.js";
+import { sessionKeyOf } from "../address/index.js";
+import type { MeshContext } from "../mesh-context.js";
+import { deliver } from "../inbox/index.js";
+import { Kinds, TERMINAL_STATES, type Envelope, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
+import type { StoredTask, TaskRegistry } from "./registry.js";
+
+export type FinishState = Extract<TaskState, "completed" | "failed" | "canceled">;
+
+export interface FinishInput {
+  readonly taskId: string;
+  readonly state: FinishState;
+  readonly result?: TaskRecord["result"];
+  readonly error?: string;
+  /** The session declaring the outcome. */
+  readonly by: SessionAddress;
+}
+
+export type FinishOutcome =
+  /** This call decided the task. */
+  | { readonly outcome: "finished"; readonly record: TaskRecord }
+  /** The task already had this same outcome: nothing changed (idempotent repeat). */
+  | { readonly outcome: "already"; readonly record: TaskRecord }
+  /** Another writer finished it differently first; this call's outcome was not recorded. */
+  | { readonly outcome: "conflict"; readonly record: TaskRecord };
+
+export interface FinishHooks {
+  /** Instrumentation: runs after the registry write and before the event is published. */
+  readonly afterDecision?: () => void | Promise<void>;
+}
+
+export function completionEnvelopeId(taskId: string): string {
+  return `tc-${taskId}`;
+}
+
+export async function finishTask(ctx: MeshContext, registry: TaskRegistry, input: FinishInput, hooks: FinishHooks = {}): Promise<FinishOutcome> {
+  for (;;) {
+    const current = await registry.require(input.taskId);
+    const r = current.record;
+    if (TERMINAL_STATES.has(r.state)) {
+      // Help a crashed finisher: the decision stands, the event may be missing.
+      if (!r.notified) await notifyRequester(ctx, registry, current);
+      const same = r.state === input.state && JSON.stringify(r.result ?? null) === JSON.stringify(input.result ?? null) && (r.error ?? "") === (input.error ?? "");
+      return { outcome: same ? "already" : "conflict", record: r };
+    }
+    const now = new Date().toISOString();
+    const next: TaskRecord = {
+      ...r,
+      state: input.state,
+      ...(input.result !== undefined && { result: input.result }),
+      ...(input.error !== undefined && { error: input.error }),
+      finishedBy: sessionKeyOf(input.by),
+      updatedAt: now,
+      notified: false,
+    };
+    const stored = await registry.replace(current, next);
+    if (!stored) continue; // lost the race: re-read and report what won
+    await hooks.afterDecision?.();
+    await notifyRequester(ctx, registry, stored);
+    return { outcome: "finished", record: next };
+  }
+}
+
+/** Store the task.complete event for a decided task, then mark the entry notified. */
+export async function notifyRequester(ctx: MeshContext, registry: TaskRegistry, task: StoredTask): Promise<void> {
+  const r = task.record;
+  const body: TaskCompleteBody = {
+    taskId: r.taskId,
+    state: r.state,
+    ...(r.result !== undefined && { result: r.result }),
+    ...(r.error !== undefined && { error: r.error }),
+    assignee: sessionKeyOf(r.assignee),
+  };
+  const envelope: Envelope = {
+    v: 1,
+    id: completionEnvelopeId(r.taskId),
+    kind: Kinds.taskComplete,
+    from: r.assignee,
+    to: r.requester,
+    taskId: r.taskId,
+    body,
+    sentAt: r.updatedAt,
+  };
+  await deliver(ctx, envelope);
+  let current: StoredTask | undefined = task;
+  while (current && !current.record.notified) {
+    if (await registry.replace(current, { ...current.record, notified: true })) return;
+    current = await registry.get(r.taskId);
+  }
+}
+
+/**
+ * Republish the completion event of every decided but unnotified task assigned to `instance`.
+ * Returns the task ids it repaired.
+ */
+export async function recoverTasks(ctx: MeshContext, registry: TaskRegistry, instance: string): Promise<string[]> {
+  const repaired: string[] = [];
+  for (const key of await registry.keys(`*.${instance}.*`)) {
+    const task = await registry.getByKey(key);
+    if (!task || !TERMINAL_STATES.has(task.record.state) || task.record.notified) continue;
+    await notifyRequester(ctx, registry, task);
+    repaired.push(task.record.taskId);
+    ctx.logger.info({ taskId: task.record.taskId }, "republished a task completion left unpublished by a crash");
+  }
+  return repaired;
+}

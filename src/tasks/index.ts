@@ -1,0 +1,3 @@
+export * from "./registry.js";
+export * from "./completion.js";
+export * from "./await.js";
