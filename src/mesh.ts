@@ -14,7 +14,7 @@ import type { MeshContext } from "./mesh-context.js";
 import { Names, ServerFeatures, provisionInstance } from "./topology/index.js";
 import { ENVELOPE_ID_RE, Kinds, type Envelope } from "./wire/index.js";
 import { Inbox, SessionWatcher, deliver, listParked, redriveParked, type Delivered, type InboxOptions, type ParkedMessage } from "./inbox/index.js";
-import { TaskRegistry, ensureTaskBucket, finishTask, recoverTasks, type FinishOutcome, type FinishState } from "./tasks/index.js";
+import { TaskRegistry, ensureTaskBucket, finishAsAssignee, finishTask, recoverTasks, type FinishHooks, type FinishOutcome, type FinishState } from "./tasks/index.js";
 import { MeshSession, childTaskId } from "./session/index.js";
 
 /** Room left under the server's max_payload for headers and protocol framing. */
@@ -163,6 +163,19 @@ export class Mesh {
       ...(input.error !== undefined && { error: input.error }),
       by: child,
     });
+  }
+
+  /**
+   * Declare a task finished on behalf of its assignee session (no lease needed: the registry's
+   * compare-and-set decides between concurrent writers).
+   */
+  async finishTask(
+    input: { taskId: string; by: SessionRef; state: FinishState; result?: Envelope["body"]; error?: string },
+    hooks?: FinishHooks,
+  ): Promise<FinishOutcome> {
+    const by = this.address(input.by);
+    if (by.instance !== this.instance) throw new InvalidAddressError(sessionKeyOf(by), `instance '${this.instance}' cannot act for instance '${by.instance}'`);
+    return finishAsAssignee(this.ctx, await this.registry(), { ...input, by }, hooks);
   }
 
   /** Republish completions of tasks assigned to this instance that a crash left unpublished. */

@@ -88,6 +88,10 @@ export class Inbox {
     }
   }
 
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
   get sessionKey(): string {
     return sessionKeyOf(this.session);
   }

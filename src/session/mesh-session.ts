@@ -15,7 +15,7 @@ import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { deliver, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
 import { Kinds, TERMINAL_STATES, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState } from "../wire/index.js";
-import { awaitTasks, finishTask, type AwaitResult, type AwaitTarget, type FinishHooks, type FinishOutcome, type FinishState, type FinishedItem, type TaskRegistry } from "../tasks/index.js";
+import { awaitTasks, finishAsAssignee, type AwaitResult, type AwaitTarget, type FinishHooks, type FinishOutcome, type FinishState, type FinishedItem, type TaskRegistry } from "../tasks/index.js";
 
 export type JsonBody = Envelope["body"];
 
@@ -61,6 +61,9 @@ export function childTaskId(child: SessionAddress): string {
 }
 
 export class MeshSession {
+  /** Aborted at close: a run that ends stops every wait it started (what arrives later stays in the inbox). */
+  private readonly running = new AbortController();
+
   constructor(
     private readonly ctx: MeshContext,
     readonly inbox: Inbox,
@@ -81,6 +84,14 @@ export class MeshSession {
     return this.inbox.take(opts);
   }
 
+  /**
+   * Resolves when anything new lands in this session's inbox, or when the signal (or the run)
+   * ends. Call it before `take()` and wait on it only if the take came back empty.
+   */
+  async nextArrival(signal?: AbortSignal): Promise<void> {
+    await this.watcher.waitFor(() => true, this.signalFor(signal));
+  }
+
   async send(opts: SendOptions): Promise<SendOutcome> {
     const id = randomUUID();
     const envelope: Envelope = { v: 1, id, kind: opts.kind ?? Kinds.message, from: this.address, to: opts.to, correlationId: id, body: opts.body, sentAt: new Date().toISOString() };
@@ -93,7 +104,8 @@ export class MeshSession {
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), waitMs);
     const onAbort = () => stop.abort();
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    const outer = this.signalFor(opts.signal);
+    outer.addEventListener("abort", onAbort, { once: true });
     const replied = this.watcher.waitFor((e) => e.kind === Kinds.reply && e.correlationId === id, stop.signal);
     try {
       const d = await deliver(this.ctx, envelope);
@@ -103,8 +115,12 @@ export class MeshSession {
     } finally {
       stop.abort();
       clearTimeout(timer);
-      opts.signal?.removeEventListener("abort", onAbort);
+      outer.removeEventListener("abort", onAbort);
     }
+  }
+
+  private signalFor(signal: AbortSignal | undefined): AbortSignal {
+    return signal ? AbortSignal.any([signal, this.running.signal]) : this.running.signal;
   }
 
   /** Answer a message: lands in the asker's inbox (or inline, if it is still waiting). */
@@ -151,12 +167,8 @@ export class MeshSession {
   }
 
   /** Declare a task assigned to this session finished (completed or failed) with its result. */
-  async complete(input: { taskId: string; state: FinishState; result?: JsonBody; error?: string }, hooks?: FinishHooks): Promise<FinishOutcome> {
-    const task = await this.registry.require(input.taskId);
-    if (!sameSession(task.record.assignee, this.address)) {
-      throw new InvalidTaskActionError(`task ${input.taskId} is assigned to ${sessionKeyOf(task.record.assignee)}, not to this session (${this.sessionKey})`);
-    }
-    return finishTask(this.ctx, this.registry, { ...input, by: this.address }, hooks);
+  complete(input: { taskId: string; state: FinishState; result?: JsonBody; error?: string }, hooks?: FinishHooks): Promise<FinishOutcome> {
+    return finishAsAssignee(this.ctx, this.registry, { ...input, by: this.address }, hooks);
   }
 
   /** Move a task assigned to this session to `working` or `input-required`. */
@@ -172,10 +184,11 @@ export class MeshSession {
 
   /** Wait for tasks and/or child sessions (by key) to finish. */
   await(targets: readonly AwaitTarget[], opts: { mode?: "all" | "any"; timeoutMs: number; signal?: AbortSignal; onResult?: (i: FinishedItem) => void }): Promise<AwaitResult> {
-    return awaitTasks({ registry: this.registry, inbox: this.inbox, watcher: this.watcher }, targets, opts);
+    return awaitTasks({ registry: this.registry, inbox: this.inbox, watcher: this.watcher }, targets, { ...opts, signal: this.signalFor(opts.signal) });
   }
 
   async close(): Promise<void> {
+    this.running.abort();
     this.watcher.stop();
     await this.inbox.close();
   }

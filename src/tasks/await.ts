@@ -125,7 +125,7 @@ export async function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[
     for (const t of [...pending.values()]) {
       const stored = await deps.registry.get(t.taskId);
       // Decided in the registry but its event not seen yet: return it rather than call it pending.
-      if (stored && TERMINAL_STATES.has(stored.record.state)) {
+      if (stored && TERMINAL_STATES.has(stored.record.state) && deps.inbox.isOpen) {
         const r = stored.record;
         await settle(t.taskId, { state: r.state, result: r.result, error: r.error, assignee: sessionKeyOf(r.assignee) }, sameSession(r.requester, deps.inbox.session));
         continue;

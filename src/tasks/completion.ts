@@ -14,7 +14,8 @@
  * by a missing event.
  */
 import type { SessionAddress } from "../address/index.js";
-import { sessionKeyOf } from "../address/index.js";
+import { sameSession, sessionKeyOf } from "../address/index.js";
+import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { deliver } from "../inbox/index.js";
 import { Kinds, TERMINAL_STATES, type Envelope, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
@@ -74,6 +75,19 @@ export async function finishTask(ctx: MeshContext, registry: TaskRegistry, input
     await notifyRequester(ctx, registry, stored);
     return { outcome: "finished", record: next };
   }
+}
+
+export class NotAssigneeError extends MeshError {
+  constructor(taskId: string, assignee: string, by: string) {
+    super("not_assignee", `task ${taskId} is assigned to ${assignee}, not to ${by}; only its assignee can finish it`);
+  }
+}
+
+/** finishTask, refused unless `by` is the task's assignee session. */
+export async function finishAsAssignee(ctx: MeshContext, registry: TaskRegistry, input: FinishInput, hooks?: FinishHooks): Promise<FinishOutcome> {
+  const task = await registry.require(input.taskId);
+  if (!sameSession(task.record.assignee, input.by)) throw new NotAssigneeError(input.taskId, sessionKeyOf(task.record.assignee), sessionKeyOf(input.by));
+  return finishTask(ctx, registry, input, hooks);
 }
 
 /** Store the task.complete event for a decided task, then mark the entry notified. */
