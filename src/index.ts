@@ -5,3 +5,7 @@ export { parseSessionKey, sessionKeyOf, originalKeyOf, describeAddress, type Ses
 export { EnvelopeSchema, AddressSchema, Kinds, decodeEnvelope, encodeEnvelope, type Envelope } from "./wire/index.js";
 export { MeshConfigSchema, type MeshConfig, type MeshConfigInput } from "./config.js";
 export * from "./errors.js";
+export { MeshSession, childTaskId, type SendOutcome, type DelegateOutcome, type JsonBody } from "./session/index.js";
+export { type AwaitResult, type FinishedItem, type PendingItem, type FinishOutcome, TaskNotFoundError, NotAssigneeError } from "./tasks/index.js";
+export { meshTools, meshSend, meshDelegate, meshComplete, meshAwait, meshInbox, formatMessage, type MeshTool, type ToolContext, type ToolResult } from "./tools/index.js";
+export { Kinds as MessageKinds, TaskStateSchema, type TaskState, type TaskRecord } from "./wire/index.js";
