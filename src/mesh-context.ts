@@ -4,6 +4,7 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import type { MeshConfig } from "./config.js";
 import type { Logger } from "./log.js";
 import type { Names, ServerFeatures } from "./topology/index.js";
+import type { JetStreamIngest } from "./transport/ingest.js";
 
 export interface MeshContext {
   readonly nc: NatsConnection;
@@ -16,4 +17,6 @@ export interface MeshContext {
   /** Largest envelope accepted: the configured limit capped below the server's max_payload. */
   readonly messageLimit: number;
   readonly serverMaxPayload: number;
+  /** Acknowledged publishing for envelopes (one shared reply subscription). */
+  readonly ingest: JetStreamIngest;
 }

@@ -16,6 +16,7 @@ import { ENVELOPE_ID_RE, Kinds, type Envelope } from "./wire/index.js";
 import { Inbox, SessionWatcher, deliver, listParked, redriveParked, type Delivered, type InboxOptions, type ParkedMessage } from "./inbox/index.js";
 import { TaskRegistry, ensureTaskBucket, finishAsAssignee, finishTask, recoverTasks, type FinishHooks, type FinishOutcome, type FinishState } from "./tasks/index.js";
 import { MeshSession, childTaskId } from "./session/index.js";
+import { JetStreamIngest } from "./transport/ingest.js";
 
 /** Room left under the server's max_payload for headers and protocol framing. */
 const HEADER_ALLOWANCE = 4096;
@@ -88,6 +89,7 @@ export class Mesh {
       logger: opts.logger ?? createLogger(),
       messageLimit,
       serverMaxPayload,
+      ingest: new JetStreamIngest(nc, { ...(opts.connection?.inboxPrefix !== undefined && { inboxPrefix: opts.connection.inboxPrefix }) }),
     };
     const mesh = new Mesh(ctx, owns);
     if (opts.provision !== false) {
@@ -243,6 +245,7 @@ export class Mesh {
   }
 
   async close(): Promise<void> {
+    this.ctx.ingest.close();
     if (this.ownsConnection) await this.ctx.nc.close();
   }
 }

@@ -1,5 +1,6 @@
 /** Store an envelope in its recipient session's inbox; resolves when the server acknowledged it. */
-import { MeshError, SendFailedError, UnknownInstanceError } from "../errors.js";
+import { SendFailedError, UnknownInstanceError } from "../errors.js";
+import { NoStreamError, StreamRefusedError } from "../transport/ingest.js";
 import type { MeshContext } from "../mesh-context.js";
 import { encodeEnvelope, type Envelope } from "../wire/index.js";
 
@@ -16,14 +17,12 @@ export async function deliver(ctx: MeshContext, envelope: Envelope): Promise<Del
   const bytes = encodeEnvelope(envelope, ctx.messageLimit, ctx.serverMaxPayload);
   const stream = ctx.names.inboxStream(envelope.to.instance);
   try {
-    const ack = await ctx.js.publish(subject, bytes, { msgID: envelope.id, expect: { streamName: stream } });
+    const ack = await ctx.ingest.publish(subject, bytes, envelope.id, stream);
     return { id: envelope.id, seq: ack.seq, stream: ack.stream, duplicate: ack.duplicate };
   } catch (err) {
-    // No stream listens on the subject: the client reports it as "no responders" (v3 wraps it).
-    if (/no responders/i.test(`${String(err)} ${String((err as { cause?: unknown }).cause)}`)) {
-      throw new UnknownInstanceError(envelope.to.instance);
-    }
-    if (err instanceof MeshError) throw err;
+    if (err instanceof NoStreamError) throw new UnknownInstanceError(envelope.to.instance);
+    // A refusal (stream full, wrong stream) is definite: nothing was stored.
+    if (err instanceof StreamRefusedError) throw err;
     throw new SendFailedError(envelope.id, err);
   }
 }
