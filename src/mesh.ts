@@ -187,7 +187,7 @@ export class Mesh {
 
   /** Resolve a session reference to an address; bare keys belong to this instance. */
   address(ref: SessionRef): SessionAddress {
-    if (typeof ref === "string") return parseSessionKey(ref, this.instance);
+    if (typeof ref === "string") return this.parseOwnKey(ref);
     if ("sessionKey" in ref) return parseSessionKey(ref.sessionKey, ref.instance ?? this.instance);
     // Re-derive from the key so hand-built addresses get the same validation and folding.
     return { ...parseSessionKey(sessionKeyOf(ref), ref.instance), ...(ref.run !== undefined && { run: ref.run }) };
@@ -218,6 +218,19 @@ export class Mesh {
       sentAt: new Date().toISOString(),
     };
     return this.publishEnvelope(envelope);
+  }
+
+  private readonly keyCache = new Map<string, SessionAddress>();
+
+  /** Keys of this instance repeat on every send: parse each once (bounded cache). */
+  private parseOwnKey(key: string): SessionAddress {
+    let a = this.keyCache.get(key);
+    if (a === undefined) {
+      a = parseSessionKey(key, this.instance);
+      if (this.keyCache.size >= 4096) this.keyCache.clear();
+      this.keyCache.set(key, a);
+    }
+    return a;
   }
 
   /** Publish a complete envelope (used by higher layers that build their own kinds). */

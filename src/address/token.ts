@@ -10,12 +10,14 @@
 import { InvalidAddressError } from "../errors.js";
 
 const LITERAL = /^[A-Za-z0-9_-]$/;
+const ALL_LITERAL = /^[A-Za-z0-9_-]+$/;
 const EMPTY = "=";
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 export function encodeToken(value: string): string {
   if (value.length === 0) return EMPTY;
+  if (ALL_LITERAL.test(value)) return value; // the common case: ids, agent names, channels
   if (!value.isWellFormed()) throw new InvalidAddressError(value, "contains an unpaired UTF-16 surrogate");
   let out = "";
   for (const ch of value) {

@@ -66,6 +66,8 @@ export class Inbox {
   private closed = false;
   /** take() and claim() run one at a time, so a message is never both taken and claimed. */
   private turn: Promise<unknown> = Promise.resolve();
+  /** Messages the server said were pending after the last fetch (0: unknown, ask). */
+  private knownPending = 0;
 
   private constructor(
     private readonly ctx: MeshContext,
@@ -180,6 +182,11 @@ export class Inbox {
     this.seen.through = Math.max(this.seen.through, last.seq);
   }
 
+  /** @internal Messages given back change what is pending: ask the server next time. */
+  forgetPending(): void {
+    this.knownPending = 0;
+  }
+
   /** @internal */
   finished(batch: HeldBatch): void {
     if (this.outstanding === batch) this.outstanding = undefined;
@@ -197,15 +204,21 @@ export class Inbox {
   }
 
   private async fetchFrom(consumer: Consumer, max: number): Promise<JsMsg[]> {
-    const info = await consumer.info(false);
-    // With one reader and no batch held, unacknowledged messages are ones given back (released or
-    // timed out): they are due for redelivery, so they count as available.
-    const available = info.num_pending + info.num_ack_pending;
+    // The last fetched message says how many more were pending behind it: while that is known to
+    // be non-zero, skip asking the server.
+    let available = this.knownPending;
+    if (available === 0) {
+      const info = await consumer.info(false);
+      // With one reader and no batch held, unacknowledged messages are ones given back (released
+      // or timed out): they are due for redelivery, so they count as available.
+      available = info.num_pending + info.num_ack_pending;
+    }
     if (available === 0) return [];
     const want = Math.min(available, max);
     const out: JsMsg[] = [];
     const iter = await consumer.fetch({ max_messages: want, expires: this.ctx.config.inbox.fetchExpiresMs });
     for await (const m of iter) out.push(m);
+    this.knownPending = out.at(-1)?.info.pending ?? 0;
     return out;
   }
 
@@ -282,6 +295,7 @@ class HeldBatch implements InboxBatch {
 
   async release(): Promise<void> {
     if (this.done) return;
+    this.inbox.forgetPending();
     for (const m of this.held) m.nak();
     this.finish();
   }

@@ -49,9 +49,11 @@ export function completionEnvelopeId(taskId: string): string {
   return `tc-${taskId}`;
 }
 
-export async function finishTask(ctx: MeshContext, registry: TaskRegistry, input: FinishInput, hooks: FinishHooks = {}): Promise<FinishOutcome> {
+export async function finishTask(ctx: MeshContext, registry: TaskRegistry, input: FinishInput, hooks: FinishHooks = {}, known?: StoredTask): Promise<FinishOutcome> {
+  let read: StoredTask | undefined = known;
   for (;;) {
-    const current = await registry.require(input.taskId);
+    const current = read ?? (await registry.require(input.taskId));
+    read = undefined;
     const r = current.record;
     if (TERMINAL_STATES.has(r.state)) {
       // Help a crashed finisher: the decision stands, the event may be missing.
@@ -87,7 +89,7 @@ export class NotAssigneeError extends MeshError {
 export async function finishAsAssignee(ctx: MeshContext, registry: TaskRegistry, input: FinishInput, hooks?: FinishHooks): Promise<FinishOutcome> {
   const task = await registry.require(input.taskId);
   if (!sameSession(task.record.assignee, input.by)) throw new NotAssigneeError(input.taskId, sessionKeyOf(task.record.assignee), sessionKeyOf(input.by));
-  return finishTask(ctx, registry, input, hooks);
+  return finishTask(ctx, registry, input, hooks, task);
 }
 
 /** Store the task.complete event for a decided task, then mark the entry notified. */

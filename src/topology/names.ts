@@ -28,10 +28,21 @@ export function sessionTokens(address: Pick<SessionAddress, "agent" | "channel" 
   return { agent: encodeToken(address.agent), channel: encodeToken(address.channel), session: encodeToken(address.session) };
 }
 
+const pathCache = new Map<string, string>();
+const PATH_CACHE_MAX = 4096;
+
 /** `agent.channel.session` in token form: a session's identity inside one instance. */
 export function sessionPath(address: Pick<SessionAddress, "agent" | "channel" | "session">): string {
-  const t = sessionTokens(address);
-  return `${t.agent}.${t.channel}.${t.session}`;
+  // Length-prefixed so no two (channel, session) pairs can share a key.
+  const cacheKey = `${address.agent}:${address.channel.length}:${address.channel}:${address.session}`;
+  let path = pathCache.get(cacheKey);
+  if (path === undefined) {
+    const t = sessionTokens(address);
+    path = `${t.agent}.${t.channel}.${t.session}`;
+    if (pathCache.size >= PATH_CACHE_MAX) pathCache.clear();
+    pathCache.set(cacheKey, path);
+  }
+  return path;
 }
 
 export class Names {
