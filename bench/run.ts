@@ -46,13 +46,24 @@ await withServer(async (server) => {
   const fresh = () => `b${randomBytes(4).toString("hex")}`;
 
   async function rawStream(): Promise<{ name: string; subject: string }> {
+    await dropMade();
     const name = fresh();
+    made.push(name);
     await jsm.streams.add({ name, subjects: [`${name}.>`], discard: "new" as never, duplicate_window: 120_000_000_000 });
     return { name, subject: `${name}.in.s1` };
   }
 
+  // Every variant gets fresh streams; drop the previous ones (file streams reserve max_bytes).
+  const made: string[] = [];
+  async function dropMade(): Promise<void> {
+    for (const name of made.splice(0)) await jsm.streams.delete(name).catch(() => undefined);
+  }
   async function freshMesh(): Promise<Mesh> {
-    return Mesh.attach(nc, { instance: "bench", prefix: fresh() });
+    await dropMade();
+    const prefix = fresh();
+    const mesh = await Mesh.attach(nc, { instance: "bench", prefix, retention: { maxBytes: 512 * 1024 * 1024, parkedMaxBytes: 16 * 1024 * 1024, seenMaxBytes: 16 * 1024 * 1024 } });
+    for await (const name of jsm.streams.names()) if (name.startsWith(`${prefix}_`) || name.startsWith(`KV_${prefix}_`)) made.push(name);
+    return mesh;
   }
 
   const measures: Measure[] = [

@@ -6,12 +6,20 @@ import { z } from "zod";
 import { ValidationError } from "./errors.js";
 
 const DAY = 24 * 60 * 60 * 1000;
+const MIB = 1024 * 1024;
 
 export const RetentionSchema = z.object({
   /** How long an undelivered message stays in a session inbox. */
   maxAgeMs: z.number().int().positive().default(7 * DAY),
-  /** Size cap of one instance's inbox stream; when full, sends are refused (discard: new). */
-  maxBytes: z.number().int().positive().default(1024 * 1024 * 1024),
+  /**
+   * Size cap of one instance's inbox stream; when full, sends are refused (discard: new). File
+   * streams reserve their max_bytes on the server, so caps are modest and per stream.
+   */
+  maxBytes: z.number().int().positive().default(256 * MIB),
+  /** Size cap of the parked stream. */
+  parkedMaxBytes: z.number().int().positive().default(64 * MIB),
+  /** Size cap of the surfaced-id log. */
+  seenMaxBytes: z.number().int().positive().default(64 * MIB),
   /** Server-side publish dedup window (`Nats-Msg-Id`). Consumer-side dedup covers retries after it. */
   duplicateWindowMs: z.number().int().positive().default(2 * 60 * 1000),
   /** How long parked (undeliverable) messages are kept for an operator. */

@@ -20,7 +20,7 @@ afterAll(async () => {
 const tool = (name: string): MeshTool => meshTools.find((t) => t.name === name)!;
 
 async function as(sessionKey: string): Promise<ToolContext> {
-  const ctx = { mesh, session: await mesh.openSession(sessionKey) };
+  const ctx = { session: await mesh.openSession(sessionKey) };
   contexts.push(ctx);
   return ctx;
 }

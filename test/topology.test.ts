@@ -21,13 +21,13 @@ const SEC = 1_000_000_000;
 describe("topology", () => {
   it("provisions an instance's inbox stream with explicit retention: max_age, discard new, duplicate window, size cap", async () => {
     const prefix = uniquePrefix();
-    const mesh = await openMesh(server, { prefix, instance: "gw1" });
+    const mesh = await Mesh.connect({ servers: server.url, prefix, instance: "gw1" });
     const info = await mesh.ctx.jsm.streams.info(`${prefix}_in_gw1`);
     expect(info.config.subjects).toEqual([`${prefix}.in.gw1.>`]);
     expect(info.config.max_age).toBe(7 * 24 * 3600 * SEC);
     expect(info.config.discard).toBe("new");
     expect(info.config.duplicate_window).toBe(120 * SEC);
-    expect(info.config.max_bytes).toBe(1024 * 1024 * 1024);
+    expect(info.config.max_bytes).toBe(256 * 1024 * 1024);
     expect(info.config.storage).toBe("file");
     for (const name of [`${prefix}_parked_gw1`, `${prefix}_seen_gw1`, `KV_${prefix}_leases_gw1`]) {
       expect((await mesh.ctx.jsm.streams.info(name)).config.discard).toBe("new");

@@ -11,7 +11,7 @@ import type { SessionAddress } from "../address/index.js";
 import { sessionKeyOf } from "../address/index.js";
 import type { MeshContext } from "../mesh-context.js";
 import { MeshError } from "../errors.js";
-import { readStored } from "../topology/index.js";
+import { readStored } from "./read-stored.js";
 
 export const ParkHeaders = {
   reason: "Mesh-Park-Reason",

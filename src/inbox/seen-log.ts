@@ -8,7 +8,7 @@
  */
 import type { SessionAddress } from "../address/index.js";
 import type { MeshContext } from "../mesh-context.js";
-import { readStored } from "../topology/index.js";
+import { readStored } from "./read-stored.js";
 import { SeenRecordSchema, type SeenRecord } from "../wire/index.js";
 
 export interface SeenState {

@@ -19,7 +19,7 @@ const timeoutSeconds = z.number().min(0).max(600).optional();
 
 function resolveTarget(p: { sessionKey?: string | undefined; agentId?: string | undefined; instance?: string | undefined }, ctx: ToolContext): SessionAddress {
   const key = p.sessionKey ?? `agent:${p.agentId}:main`;
-  return parseSessionKey(key, p.instance ?? ctx.mesh.instance);
+  return parseSessionKey(key, p.instance ?? ctx.session.address.instance);
 }
 
 const needsTarget = (p: { sessionKey?: string | undefined; agentId?: string | undefined }) => p.sessionKey !== undefined || p.agentId !== undefined;
@@ -127,7 +127,7 @@ export const meshAwait = defineTool({
   async run(p, ctx) {
     const targets = [
       ...(p.taskIds ?? []).map((taskId) => ({ taskId })),
-      ...(p.sessionKeys ?? []).map((sessionKey) => ({ taskId: childTaskId(parseSessionKey(sessionKey, ctx.mesh.instance)), sessionKey })),
+      ...(p.sessionKeys ?? []).map((sessionKey) => ({ taskId: childTaskId(parseSessionKey(sessionKey, ctx.session.address.instance)), sessionKey })),
     ];
     const r = await ctx.session.await(targets, { mode: p.mode ?? "all", timeoutMs: (p.timeoutSeconds ?? 60) * 1000, ...(ctx.signal && { signal: ctx.signal }) });
     const lines = [

@@ -5,12 +5,11 @@
  */
 import { z } from "zod";
 import { MeshError } from "../errors.js";
-import type { Mesh } from "../mesh.js";
 import type { MeshSession } from "../session/index.js";
 
 /** Who is calling: supplied by the host from its own context, never by the model. */
 export interface ToolContext {
-  readonly mesh: Mesh;
+  /** The calling session's open run. */
   readonly session: MeshSession;
   readonly signal?: AbortSignal;
 }

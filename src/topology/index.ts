@@ -1,4 +1,3 @@
 export * from "./names.js";
 export * from "./features.js";
 export * from "./provision.js";
-export * from "./read-subject.js";

@@ -46,7 +46,7 @@ export function inboxStreamConfig(names: Names, instance: string, r: Retention, 
 }
 
 /** The parked and seen streams: same shape as an inbox, their own subjects and age. */
-function sideStreamConfig(name: string, subject: string, purpose: string, maxAgeMs: number, r: Retention): Partial<StreamConfig> & { name: string } {
+function sideStreamConfig(name: string, subject: string, purpose: string, maxAgeMs: number, maxBytes: number, r: Retention): Partial<StreamConfig> & { name: string } {
   return {
     name,
     description: `clawmesh ${purpose}`,
@@ -55,7 +55,7 @@ function sideStreamConfig(name: string, subject: string, purpose: string, maxAge
     storage: StorageType.File,
     discard: DiscardPolicy.New,
     max_age: nanos(maxAgeMs),
-    max_bytes: r.maxBytes,
+    max_bytes: maxBytes,
     duplicate_window: nanos(r.duplicateWindowMs),
     num_replicas: r.replicas,
     allow_direct: true,
@@ -98,11 +98,11 @@ export async function provisionInstance(
   await ensureStream(jsm, inboxStreamConfig(names, instance, retention, maxMessageBytes));
   await ensureStream(
     jsm,
-    sideStreamConfig(names.parkedStream(instance), names.parkedWildcard(instance), `parked (undeliverable) messages of instance ${instance}`, retention.parkedMaxAgeMs, retention),
+    sideStreamConfig(names.parkedStream(instance), names.parkedWildcard(instance), `parked (undeliverable) messages of instance ${instance}`, retention.parkedMaxAgeMs, retention.parkedMaxBytes, retention),
   );
   await ensureStream(
     jsm,
-    sideStreamConfig(names.seenStream(instance), names.seenWildcard(instance), `record of surfaced envelope ids of instance ${instance}`, retention.seenMaxAgeMs, retention),
+    sideStreamConfig(names.seenStream(instance), names.seenWildcard(instance), `record of surfaced envelope ids of instance ${instance}`, retention.seenMaxAgeMs, retention.seenMaxBytes, retention),
   );
   const leaseBucket = names.leaseBucket(instance);
   try {

@@ -2,6 +2,7 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { Command, Event } from "../fixtures/session-process.js";
+import { smallRetention } from "./mesh.js";
 
 const script = fileURLToPath(new URL("../fixtures/session-process.ts", import.meta.url));
 
@@ -11,6 +12,7 @@ export interface ChildOptions {
   instance: string;
   sessionKey?: string;
   inbox?: Record<string, number>;
+  retention?: Record<string, number>;
 }
 
 export class SessionProcess {
@@ -31,7 +33,7 @@ export class SessionProcess {
   static async start(opts: ChildOptions): Promise<SessionProcess> {
     const child = fork(script, [], {
       execArgv: ["--import", "tsx"],
-      env: { ...process.env, CLAWMESH_CHILD: JSON.stringify(opts) },
+      env: { ...process.env, CLAWMESH_CHILD: JSON.stringify({ retention: smallRetention, ...opts }) },
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     const p = new SessionProcess(child);
