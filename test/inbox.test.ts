@@ -5,6 +5,7 @@ import { startTestServer, type TestServer } from "./harness/server.js";
 import { openMesh, uniquePrefix } from "./harness/mesh.js";
 import { SessionProcess } from "./harness/child.js";
 import { consumerDeleted, until } from "./harness/wait.js";
+import { SessionLease } from "../src/inbox/index.js";
 
 let server: TestServer;
 const open: Mesh[] = [];
@@ -149,6 +150,16 @@ describe("session inbox", () => {
     await batch2.confirm();
     expect([...ids(batch1.messages), ...ids(batch2.messages)]).toEqual(sent);
     await second.close();
+  });
+
+  it("keeps its lease when renewals overlap (a timer renewal racing a take)", async () => {
+    const prefix = uniquePrefix();
+    const m = await mesh(prefix);
+    const lease = await SessionLease.acquire(m.ctx, parseSessionKey("agent:b:main", "gw1"));
+    await Promise.all([lease.renew(), lease.renew(), lease.renew(), lease.ensureHeld()]);
+    expect(lease.held).toBe(true);
+    await lease.renew();
+    await lease.release();
   });
 
   it("gives a reaped session consumer exactly its unacknowledged messages, once each", async () => {

@@ -122,6 +122,24 @@ describe("independent sends and pingbacks (incident 000)", () => {
   });
 });
 
+describe("run boundaries", () => {
+  it("returns a pingback that landed mid-run at the next boundary, while the run is still going", async () => {
+    const prefix = uniquePrefix();
+    const m = await mesh(prefix, "gw1");
+    const run = await m.openSession("agent:caller:main");
+    expect((await run.take()).messages).toEqual([]); // run start: nothing yet
+    const worker = await agent(m, "agent:w:main", async () => ({ state: "completed", result: "mid-run result" }));
+    const t = await run.delegate({ to: parseSessionKey("agent:w:main", "gw1"), message: "go" });
+    await worker.nextFinish();
+    // After the next tool result, the host calls the boundary again: the pingback is there.
+    const boundary = await run.take();
+    expect(boundary.messages.map((x) => [x.kind, x.taskId, (x.body as { result: unknown }).result])).toEqual([[Kinds.taskComplete, t.taskId, "mid-run result"]]);
+    await boundary.confirm();
+    expect((await run.take()).messages).toEqual([]);
+    await run.close();
+  });
+});
+
 describe("await (incident 001)", () => {
   it("stores five completions while the parent is blocked, then returns all five from await and never shows them again", async () => {
     const prefix = uniquePrefix();

@@ -114,7 +114,7 @@ export class Inbox {
     if (this.outstanding) throw new InboxStateError("confirm or release the previous batch before taking again");
     const max = opts.max ?? 100;
     if (!Number.isInteger(max) || max < 1 || max > MAX_BATCH) throw new InboxStateError(`max must be an integer from 1 to ${MAX_BATCH}`);
-    await this.lease.renew();
+    await this.lease.ensureHeld();
     for (;;) {
       const fetched = await this.fetchPending(max);
       if (fetched.length === 0) return emptyBatch;
@@ -147,6 +147,7 @@ export class Inbox {
     return this.exclusive(async () => {
       if (this.closed) throw new InboxStateError(`inbox of ${this.sessionKey} is closed`);
       if (this.seen.ids.has(id) || this.outstanding?.holds(id)) return false;
+      await this.lease.ensureHeld();
       await appendSeen(this.ctx, this.session, [id], undefined);
       this.seen.ids.add(id);
       return true;
@@ -170,7 +171,7 @@ export class Inbox {
   async settle(held: readonly JsMsg[], ids: readonly string[]): Promise<void> {
     const last = held.at(-1);
     if (last === undefined) return;
-    await this.lease.renew();
+    await this.lease.ensureHeld();
     await appendSeen(this.ctx, this.session, ids, last.seq);
     await this.opts.onRecorded?.(ids);
     const confirmed = await last.ackAck().catch((err: unknown) => {

@@ -31,7 +31,11 @@ export class SessionLease {
   tookOver = false;
   private revision = 0;
   private lost = false;
+  /** Local clock time until which no contender can take the lease by expiry. */
+  private validUntil = 0;
+  private renewing: Promise<void> | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
+  private pendingUntil = 0;
   private alive: Subscription | undefined;
 
   private constructor(
@@ -51,6 +55,8 @@ export class SessionLease {
 
   private value(): Uint8Array {
     const v: LeaseValue = { holder: this.holder, label: this.label, until: Date.now() + this.ctx.config.inbox.leaseTtlMs };
+    // Counted from before the write, so the local view never outlives what contenders see.
+    this.pendingUntil = v.until;
     return new TextEncoder().encode(JSON.stringify(v));
   }
 
@@ -92,6 +98,7 @@ export class SessionLease {
   private async tryCreate(): Promise<boolean> {
     try {
       this.revision = await this.kv.create(this.key, this.value());
+      this.validUntil = this.pendingUntil;
       return true;
     } catch {
       return false;
@@ -101,6 +108,7 @@ export class SessionLease {
   private async tryUpdate(revision: number): Promise<boolean> {
     try {
       this.revision = await this.kv.update(this.key, this.value(), revision);
+      this.validUntil = this.pendingUntil;
       return true;
     } catch {
       return false;
@@ -148,11 +156,29 @@ export class SessionLease {
     this.renewTimer.unref();
   }
 
-  /** Extend the lease; throws LeaseLostError if another reader took it over. */
-  async renew(): Promise<void> {
+  /**
+   * Throws LeaseLostError unless this reader still holds the lease. Free while the lease is well
+   * inside its term (a contender can only take it by expiry or by finding this process dead);
+   * renews first when the term is running out.
+   */
+  async ensureHeld(): Promise<void> {
+    if (this.lost) throw new LeaseLostError(sessionKeyOf(this.session));
+    if (Date.now() > this.validUntil - this.ctx.config.inbox.leaseTtlMs / 3) await this.renew();
+  }
+
+  /** Extend the lease; throws LeaseLostError if another reader took it over. One renewal at a time. */
+  renew(): Promise<void> {
+    this.renewing ??= this.renewNow().finally(() => {
+      this.renewing = undefined;
+    });
+    return this.renewing;
+  }
+
+  private async renewNow(): Promise<void> {
     if (this.lost) throw new LeaseLostError(sessionKeyOf(this.session));
     try {
       this.revision = await this.kv.update(this.key, this.value(), this.revision);
+      this.validUntil = this.pendingUntil;
     } catch (err) {
       if (/wrong last sequence|key exists/i.test(String(err))) {
         this.lost = true;
