@@ -45,6 +45,11 @@ export const InboxTuningSchema = z.object({
   fetchExpiresMs: z.number().int().min(1000).default(2_000),
 });
 
+export const RegistryTuningSchema = z.object({
+  /** How often this client checks active sessions for runs that went away (0: never). */
+  janitorIntervalMs: z.number().int().min(0).default(5_000),
+});
+
 export const MeshConfigSchema = z.object({
   instance: z.string(),
   prefix: z.string().default("mesh"),
@@ -52,6 +57,7 @@ export const MeshConfigSchema = z.object({
   maxMessageBytes: z.number().int().min(1024).default(256 * 1024),
   retention: RetentionSchema.prefault({}),
   inbox: InboxTuningSchema.prefault({}),
+  registry: RegistryTuningSchema.prefault({}),
 });
 
 export type MeshConfigInput = z.input<typeof MeshConfigSchema>;

@@ -15,7 +15,10 @@ import { Names, ServerFeatures, provisionInstance } from "./topology/index.js";
 import { ENVELOPE_ID_RE, Kinds, type Envelope } from "./wire/index.js";
 import { Inbox, SessionWatcher, deliver, listParked, redriveParked, type Delivered, type InboxOptions, type ParkedMessage } from "./inbox/index.js";
 import { TaskRegistry, ensureTaskBucket, finishAsAssignee, finishTask, recoverTasks, type FinishHooks, type FinishOutcome, type FinishState } from "./tasks/index.js";
-import { MeshSession, childTaskId } from "./session/index.js";
+import { MeshSession, childTaskId, type MeshServices } from "./session/index.js";
+import { Directory, Janitor, SessionRegistry, Watches, ensureDirectoryBucket, ensureSessionBucket, ensureWatchBucket, type SessionFilter } from "./registry/index.js";
+import { TypedBucket, ensureBucket } from "./topology/index.js";
+import { TaskKeyEntrySchema, type SessionRecord, type TurnOutcome } from "./wire/index.js";
 import { JetStreamIngest } from "./transport/ingest.js";
 
 /** Room left under the server's max_payload for headers and protocol framing. */
@@ -50,7 +53,8 @@ export type SendResult = Delivered;
 export class Mesh {
   readonly ctx: MeshContext;
   private readonly ownsConnection: boolean;
-  private registryHandle: TaskRegistry | undefined;
+  private servicesHandle: Promise<MeshServices> | undefined;
+  private janitor: Janitor | undefined;
 
   private constructor(ctx: MeshContext, ownsConnection: boolean) {
     this.ctx = ctx;
@@ -96,6 +100,9 @@ export class Mesh {
       await mesh.provision(config.instance);
       // Finish any completion a crash left half-written (decided in the registry, event unsent).
       await mesh.recoverTasks();
+      const services = await mesh.services();
+      mesh.janitor = new Janitor(ctx, services.sessions);
+      mesh.janitor.start(config.registry.janitorIntervalMs);
     }
     return mesh;
   }
@@ -109,12 +116,61 @@ export class Mesh {
     assertInstanceId(instance);
     await provisionInstance(this.ctx.nc, this.ctx.jsm, this.ctx.names, instance, this.ctx.config.retention, this.ctx.messageLimit);
     await ensureTaskBucket(this.ctx);
+    await ensureSessionBucket(this.ctx);
+    await ensureDirectoryBucket(this.ctx);
+    await ensureWatchBucket(this.ctx);
+    const r = this.ctx.config.retention;
+    await ensureBucket(this.ctx.nc, this.ctx.jsm, this.ctx.names.taskKeyBucket(), { ttlMs: r.taskMaxAgeMs, replicas: r.replicas, description: "clawmesh task keys (idempotent spawn)" });
   }
 
-  /** The task registry (opened on first use). */
+  /** The shared registries (opened on first use). */
+  services(): Promise<MeshServices> {
+    this.servicesHandle ??= (async () => {
+      const watches = await Watches.open(this.ctx);
+      return {
+        watches,
+        tasks: await TaskRegistry.open(this.ctx, watches),
+        sessions: await SessionRegistry.open(this.ctx, watches),
+        directory: await Directory.open(this.ctx),
+        taskKeys: await TypedBucket.open(this.ctx.nc, this.ctx.names.taskKeyBucket(), TaskKeyEntrySchema),
+      };
+    })();
+    return this.servicesHandle;
+  }
+
+  /** The task registry. */
   async registry(): Promise<TaskRegistry> {
-    this.registryHandle ??= await TaskRegistry.open(this.ctx);
-    return this.registryHandle;
+    return (await this.services()).tasks;
+  }
+
+  /** Sessions across all instances, newest activity first. */
+  async listSessions(filter: SessionFilter = {}): Promise<SessionRecord[]> {
+    return (await this.services()).sessions.list(filter);
+  }
+
+  /** Register that a session of this instance serves a channel address (e.g. discord:#product-chat). */
+  async bindChannel(channel: string, session: SessionRef): Promise<void> {
+    const address = this.address(session);
+    if (address.instance !== this.instance) throw new InvalidAddressError(sessionKeyOf(address), `instance '${this.instance}' can only bind its own sessions`);
+    const s = await this.services();
+    const entry = await s.directory.bind(channel, address);
+    await s.sessions.ensure(address);
+    await s.sessions.bindChannel(address, entry.channel);
+  }
+
+  /** The one session serving a channel address (errors name the candidates when none or several do). */
+  async resolveChannel(channel: string, filter: { agent?: string; instance?: string } = {}): Promise<SessionAddress> {
+    return (await this.services()).directory.resolve(channel, filter);
+  }
+
+  /** Record a turn's outcome for a session of this instance (OpenClaw: done=ok, failed=error, timeout, killed=interrupted). */
+  async recordTurn(session: SessionRef, outcome: TurnOutcome, error?: string): Promise<void> {
+    await (await this.services()).sessions.turnEnded(this.address(session), outcome, error);
+  }
+
+  /** Close a session of this instance for good (fires "closed" watches). */
+  async closeSession(session: SessionRef): Promise<void> {
+    await (await this.services()).sessions.close(this.address(session));
   }
 
   /**
@@ -125,7 +181,9 @@ export class Mesh {
     const inbox = await this.openInbox(session, opts);
     try {
       const watcher = await SessionWatcher.start(this.ctx, inbox.session);
-      return new MeshSession(this.ctx, inbox, watcher, await this.registry());
+      const services = await this.services();
+      await services.sessions.runStarted(inbox.session, inbox.holder);
+      return new MeshSession(this.ctx, inbox, watcher, services);
     } catch (err) {
       await inbox.close();
       throw err;
@@ -258,6 +316,7 @@ export class Mesh {
   }
 
   async close(): Promise<void> {
+    await this.janitor?.stop();
     this.ctx.ingest.close();
     if (this.ownsConnection) await this.ctx.nc.close();
   }

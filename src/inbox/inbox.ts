@@ -90,6 +90,11 @@ export class Inbox {
     }
   }
 
+  /** The lease holder id of this reader (what liveness probes ask for). */
+  get holder(): string {
+    return this.lease.holder;
+  }
+
   get isOpen(): boolean {
     return !this.closed;
   }

@@ -115,16 +115,8 @@ export class SessionLease {
     }
   }
 
-  /** A holder is alive while its process keeps the liveness subscription; no responders means dead. */
-  private async holderAlive(holder: string): Promise<boolean> {
-    try {
-      await this.ctx.nc.request(this.ctx.names.aliveSubject(this.session.instance, holder), undefined, { timeout: 1000 });
-      return true;
-    } catch (err) {
-      const code = (err as { code?: unknown }).code;
-      const noResponders = code === "503" || /no responders/i.test(String(err));
-      return !noResponders;
-    }
+  private holderAlive(holder: string): Promise<boolean> {
+    return holderAlive(this.ctx, this.session.instance, holder);
   }
 
   /** Wake when the lease key changes (release, renewal) or after `ms`, whichever is first. */
@@ -216,7 +208,28 @@ export class SessionLease {
   }
 }
 
-function parseLease(entry: KvEntry): LeaseValue | undefined {
+/**
+ * A lease holder is alive while its process keeps its liveness subscription: "no responders" means
+ * the process is gone. A slow or unreachable holder (timeout) counts as alive; its lease expires.
+ */
+export async function holderAlive(ctx: MeshContext, instance: string, holder: string): Promise<boolean> {
+  try {
+    await ctx.nc.request(ctx.names.aliveSubject(instance, holder), undefined, { timeout: 1000 });
+    return true;
+  } catch (err) {
+    return !/no responders/i.test(`${String(err)} ${String((err as { cause?: unknown }).cause)}`);
+  }
+}
+
+/** The lease currently recorded for a session, if any. */
+export async function readLease(ctx: MeshContext, session: SessionAddress): Promise<{ holder: string; until: number } | undefined> {
+  const kv = await new Kvm(ctx.nc).open(ctx.names.leaseBucket(session.instance), { bindOnly: true });
+  const entry = await kv.get(ctx.names.leaseKey(session));
+  return entry === null ? undefined : parseLease(entry);
+}
+
+export function parseLease(entry: KvEntry): LeaseValue | undefined {
+  if (entry.operation !== "PUT") return undefined;
   try {
     const parsed = LeaseValueSchema.safeParse(entry.json());
     return parsed.success ? parsed.data : undefined;

@@ -1,1 +1,3 @@
 export * from "./mesh-session.js";
+export * from "./services.js";
+export * from "./spawn.js";

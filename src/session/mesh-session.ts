@@ -14,7 +14,9 @@ import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { deliver, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
-import { Kinds, TERMINAL_STATES, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState } from "../wire/index.js";
+import { Kinds, TERMINAL_STATES, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState, type TurnOutcome } from "../wire/index.js";
+import type { MeshServices } from "./services.js";
+import { resolveTaskKey } from "./spawn.js";
 import { awaitTasks, finishAsAssignee, type AwaitResult, type AwaitTarget, type FinishHooks, type FinishOutcome, type FinishState, type FinishedItem, type TaskRegistry } from "../tasks/index.js";
 
 export type JsonBody = Envelope["body"];
@@ -33,7 +35,13 @@ export type SendOutcome =
   | { readonly status: "sent"; readonly id: string; readonly seq: number };
 
 export interface DelegateOptions {
-  readonly to: SessionAddress;
+  /** The session to give the task to. With `taskKey` it is only the session to use if a new one is needed. */
+  readonly to?: SessionAddress;
+  /**
+   * Idempotency key of the work: a delegation whose key already has a resumable session gets that
+   * session and its task back (`reused: true`) instead of a duplicate.
+   */
+  readonly taskKey?: { readonly key: string; readonly agent: string; readonly instance: string; readonly forceNew?: boolean };
   readonly message: string;
   /** Caller-chosen id (makes a retried delegation idempotent); generated when absent. */
   readonly taskId?: string;
@@ -44,6 +52,9 @@ export interface DelegateOptions {
 
 export interface DelegateOutcome {
   readonly taskId: string;
+  readonly assignee: SessionAddress;
+  /** True when a task key matched a live session: nothing new was created or sent. */
+  readonly reused: boolean;
   /** Set when the task finished within the wait. */
   readonly finished?: FinishedItem;
   readonly state: TaskState;
@@ -64,12 +75,16 @@ export class MeshSession {
   /** Aborted at close: a run that ends stops every wait it started (what arrives later stays in the inbox). */
   private readonly running = new AbortController();
 
+  private readonly registry: TaskRegistry;
+
   constructor(
     private readonly ctx: MeshContext,
     readonly inbox: Inbox,
     private readonly watcher: SessionWatcher,
-    private readonly registry: TaskRegistry,
-  ) {}
+    readonly services: MeshServices,
+  ) {
+    this.registry = services.tasks;
+  }
 
   get address(): SessionAddress {
     return this.inbox.session;
@@ -139,13 +154,29 @@ export class MeshSession {
 
   /** Create a task for another session and send it the request. */
   async delegate(opts: DelegateOptions): Promise<DelegateOutcome> {
-    const taskId = opts.taskId ?? randomUUID();
+    let to = opts.to;
+    let taskId = opts.taskId ?? randomUUID();
+    if (opts.taskKey) {
+      const k = opts.taskKey;
+      const r = await resolveTaskKey(this.services, { taskKey: k.key, agent: k.agent, instance: k.instance, ...(k.forceNew && { forceNew: true }), ...(to && { session: to }) });
+      if (r.reused) {
+        const existing = await this.registry.get(r.taskId);
+        return { taskId: r.taskId, assignee: r.session, reused: true, state: existing?.record.state ?? "submitted" };
+      }
+      to = r.session;
+      taskId = r.taskId;
+    }
+    if (!to) throw new InvalidTaskActionError("delegate needs a target session (or a task key with an agent)");
+    return this.delegateTo(to, taskId, opts);
+  }
+
+  private async delegateTo(to: SessionAddress, taskId: string, opts: DelegateOptions): Promise<DelegateOutcome> {
     const now = new Date().toISOString();
     const record: TaskRecord = {
       v: 1,
       taskId,
       requester: this.address,
-      assignee: opts.to,
+      assignee: to,
       state: "submitted",
       title: opts.message.slice(0, 500),
       createdAt: now,
@@ -153,22 +184,25 @@ export class MeshSession {
       notified: false,
     };
     const existing = await this.registry.get(taskId);
-    if (existing && !(sameSession(existing.record.requester, this.address) && sameSession(existing.record.assignee, opts.to))) {
+    if (existing && !(sameSession(existing.record.requester, this.address) && sameSession(existing.record.assignee, to))) {
       throw new InvalidTaskActionError(`task id ${taskId} is already used by another delegation`);
     }
     if (!existing) await this.registry.create(record);
     const body: TaskRequestBody = { taskId, message: opts.message };
-    await deliver(this.ctx, { v: 1, id: `tr-${taskId}`, kind: Kinds.taskRequest, from: this.address, to: opts.to, taskId, body, sentAt: now });
+    await deliver(this.ctx, { v: 1, id: `tr-${taskId}`, kind: Kinds.taskRequest, from: this.address, to, taskId, body, sentAt: now });
+    const base = { taskId, assignee: to, reused: false };
     const waitMs = opts.waitMs ?? 0;
-    if (waitMs <= 0) return { taskId, state: existing?.record.state ?? "submitted" };
+    if (waitMs <= 0) return { ...base, state: existing?.record.state ?? "submitted" };
     const r = await this.await([{ taskId }], { timeoutMs: waitMs, ...(opts.signal && { signal: opts.signal }) });
     const finished = r.done[0];
-    return finished ? { taskId, finished, state: finished.state } : { taskId, state: r.pending[0]?.state === "unknown" ? "submitted" : (r.pending[0]?.state ?? "submitted") };
+    return finished ? { ...base, finished, state: finished.state } : { ...base, state: r.pending[0]?.state === "unknown" ? "submitted" : (r.pending[0]?.state ?? "submitted") };
   }
 
   /** Declare a task assigned to this session finished (completed or failed) with its result. */
-  complete(input: { taskId: string; state: FinishState; result?: JsonBody; error?: string }, hooks?: FinishHooks): Promise<FinishOutcome> {
-    return finishAsAssignee(this.ctx, this.registry, { ...input, by: this.address }, hooks);
+  async complete(input: { taskId: string; state: FinishState; result?: JsonBody; error?: string }, hooks?: FinishHooks): Promise<FinishOutcome> {
+    const out = await finishAsAssignee(this.ctx, this.registry, { ...input, by: this.address }, hooks);
+    if (out.outcome === "finished") await this.services.sessions.declareTask(this.address, input.state, input.taskId);
+    return out;
   }
 
   /** Move a task assigned to this session to `working` or `input-required`. */
@@ -178,7 +212,10 @@ export class MeshSession {
       if (!sameSession(task.record.assignee, this.address)) throw new InvalidTaskActionError(`task ${taskId} is not assigned to this session`);
       if (TERMINAL_STATES.has(task.record.state)) throw new InvalidTaskActionError(`task ${taskId} is already ${task.record.state}`);
       const next = { ...task.record, state, updatedAt: new Date().toISOString() };
-      if (await this.registry.replace(task, next)) return next;
+      if (await this.registry.replace(task, next)) {
+        await this.services.sessions.declareTask(this.address, state, taskId);
+        return next;
+      }
     }
   }
 
@@ -187,9 +224,15 @@ export class MeshSession {
     return awaitTasks({ registry: this.registry, inbox: this.inbox, watcher: this.watcher }, targets, { ...opts, signal: this.signalFor(opts.signal) });
   }
 
-  async close(): Promise<void> {
+  /**
+   * End the run: waits stop, the lease is released, the registry says `idle` (with how the turn
+   * went, when given). What was not surfaced stays for the next run.
+   */
+  async close(turn?: { outcome: TurnOutcome; error?: string }): Promise<void> {
+    if (!this.inbox.isOpen) return;
     this.running.abort();
     this.watcher.stop();
     await this.inbox.close();
+    await this.services.sessions.runEnded(this.address, turn).catch((err: unknown) => this.ctx.logger.warn({ err, session: this.sessionKey }, "could not record the run's end"));
   }
 }

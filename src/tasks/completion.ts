@@ -113,6 +113,8 @@ export async function notifyRequester(ctx: MeshContext, registry: TaskRegistry, 
     sentAt: r.updatedAt,
   };
   await deliver(ctx, envelope);
+  // Watches fire before the task counts as notified, so recovery re-fires them after a crash.
+  await registry.watches.fireTaskFinished(r);
   let current: StoredTask | undefined = task;
   while (current && !current.record.notified) {
     if (await registry.replace(current, { ...current.record, notified: true })) return;

@@ -5,11 +5,11 @@
  * two writers never silently overwrite each other; the loser re-reads and decides again.
  */
 import { Kvm, type KV } from "@nats-io/kv";
-import { StorageType } from "@nats-io/jetstream";
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { TaskRecordSchema, type TaskRecord } from "../wire/index.js";
-import { isNotFound } from "../topology/index.js";
+import { ensureBucket } from "../topology/index.js";
+import type { Watches } from "../registry/index.js";
 
 export interface StoredTask {
   readonly record: TaskRecord;
@@ -28,19 +28,7 @@ export function taskKey(record: Pick<TaskRecord, "taskId" | "requester" | "assig
 }
 
 export async function ensureTaskBucket(ctx: MeshContext): Promise<void> {
-  const name = ctx.names.taskBucket();
-  try {
-    await ctx.jsm.streams.info(`KV_${name}`);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    await new Kvm(ctx.nc).create(name, {
-      history: 1,
-      replicas: ctx.config.retention.replicas,
-      storage: StorageType.File,
-      ttl: ctx.config.retention.taskMaxAgeMs,
-      description: "clawmesh task registry",
-    });
-  }
+  await ensureBucket(ctx.nc, ctx.jsm, ctx.names.taskBucket(), { ttlMs: ctx.config.retention.taskMaxAgeMs, replicas: ctx.config.retention.replicas, description: "clawmesh task registry" });
 }
 
 export class TaskRegistry {
@@ -49,10 +37,12 @@ export class TaskRegistry {
   private constructor(
     private readonly ctx: MeshContext,
     private readonly kv: KV,
+    /** Fired when a task finishes (before it counts as notified). */
+    readonly watches: Watches,
   ) {}
 
-  static async open(ctx: MeshContext): Promise<TaskRegistry> {
-    return new TaskRegistry(ctx, await new Kvm(ctx.nc).open(ctx.names.taskBucket(), { bindOnly: true }));
+  static async open(ctx: MeshContext, watches: Watches): Promise<TaskRegistry> {
+    return new TaskRegistry(ctx, await new Kvm(ctx.nc).open(ctx.names.taskBucket(), { bindOnly: true }), watches);
   }
 
   /** Create a new task; fails if the id exists. */

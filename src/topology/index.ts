@@ -1,3 +1,4 @@
 export * from "./names.js";
 export * from "./features.js";
 export * from "./provision.js";
+export * from "./typed-bucket.js";

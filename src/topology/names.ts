@@ -70,6 +70,25 @@ export class Names {
   taskBucket(): string {
     return `${this.prefix}_tasks`;
   }
+  /** Session registry; keys start with the owning instance. */
+  sessionBucket(): string {
+    return `${this.prefix}_sessions`;
+  }
+  /** Channel directory; keys start with the encoded channel address. */
+  directoryBucket(): string {
+    return `${this.prefix}_directory`;
+  }
+  watchBucket(): string {
+    return `${this.prefix}_watches`;
+  }
+  /** Task key -> session, for idempotent spawn. */
+  taskKeyBucket(): string {
+    return `${this.prefix}_taskkeys`;
+  }
+  /** Registry key of a session: `<instance>.<agent>.<channel>.<session>` (tokens). */
+  sessionRecordKey(session: SessionAddress): string {
+    return `${session.instance}.${sessionPath(session)}`;
+  }
 
   /** Everything addressed to `instance`: the inbox stream's subject. */
   inboxWildcard(instance: string): string {

@@ -105,25 +105,29 @@ export async function provisionInstance(
     sideStreamConfig(names.seenStream(instance), names.seenWildcard(instance), `record of surfaced envelope ids of instance ${instance}`, retention.seenMaxAgeMs, retention.seenMaxBytes, retention),
   );
   const leaseBucket = names.leaseBucket(instance);
-  try {
-    await jsm.streams.info(`KV_${leaseBucket}`);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    await new Kvm(nc).create(leaseBucket, {
-      history: 1,
-      replicas: retention.replicas,
-      storage: StorageType.File,
-      // Leases of sessions nobody reads any more age out with the bucket's max_age.
-      ttl: 24 * 60 * 60 * 1000,
-      description: `clawmesh session reader leases of instance ${instance}`,
-    });
-  }
+  // Leases of sessions nobody reads any more age out with the bucket's max_age.
+  await ensureBucket(nc, jsm, leaseBucket, { ttlMs: 24 * 60 * 60 * 1000, replicas: retention.replicas, description: `clawmesh session reader leases of instance ${instance}` });
   return {
     inboxStream: names.inboxStream(instance),
     parkedStream: names.parkedStream(instance),
     seenStream: names.seenStream(instance),
     leaseBucket,
   };
+}
+
+/** Create a KV bucket if it does not exist (history 1, file storage). */
+export async function ensureBucket(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  name: string,
+  opts: { ttlMs: number; replicas: number; description: string },
+): Promise<void> {
+  try {
+    await jsm.streams.info(`KV_${name}`);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await new Kvm(nc).create(name, { history: 1, replicas: opts.replicas, storage: StorageType.File, ttl: opts.ttlMs, description: opts.description });
+  }
 }
 
 export function isNotFound(err: unknown): boolean {

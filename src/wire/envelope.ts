@@ -28,6 +28,8 @@ export const Kinds = {
   taskRequest: "task.request",
   /** A task reached a terminal state; lands in the requester's inbox. */
   taskComplete: "task.complete",
+  /** Something a session watches happened (a task finished, a session closed). */
+  watchEvent: "watch.event",
 } as const;
 
 export const EnvelopeSchema = z.looseObject({

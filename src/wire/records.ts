@@ -67,3 +67,81 @@ export const TaskRequestBodySchema = z.object({
   message: z.string(),
 });
 export type TaskRequestBody = z.infer<typeof TaskRequestBodySchema>;
+
+/** Session lifecycle, kept apart from how the last turn went (incident 002). */
+export const LifecycleSchema = z.enum(["active", "idle", "closed"]);
+export type Lifecycle = z.infer<typeof LifecycleSchema>;
+export const TurnOutcomeSchema = z.enum(["ok", "error", "timeout", "interrupted"]);
+export type TurnOutcome = z.infer<typeof TurnOutcomeSchema>;
+
+/** One durable session in the session registry. */
+export const SessionRecordSchema = z.looseObject({
+  v: z.literal(1),
+  address: RecordAddressSchema,
+  sessionKey: z.string(),
+  lifecycle: LifecycleSchema,
+  /** True unless closed: the session can take more messages and continue. */
+  resumable: z.boolean(),
+  lastTurn: z.object({ outcome: TurnOutcomeSchema, at: z.iso.datetime(), error: z.string().max(2000).optional() }).optional(),
+  /** A2A task state, only ever set by an explicit declaration, never inferred from a turn. */
+  task: z.object({ state: TaskStateSchema, taskId: z.string().optional(), at: z.iso.datetime() }).optional(),
+  /** Instance that owns (runs) the session. */
+  owner: z.string(),
+  /** Channel address the session serves, if bound. */
+  channel: z.string().optional(),
+  /** Lease holder of the run in progress while active (probed by the janitor). */
+  holder: z.string().optional(),
+  idleReason: z.string().optional(),
+  taskKey: z.string().optional(),
+  createdAt: z.iso.datetime(),
+  lastActivity: z.iso.datetime(),
+  /** For closed sessions: the "closed" watches have fired. */
+  closeNotified: z.boolean().optional(),
+});
+export type SessionRecord = z.output<typeof SessionRecordSchema>;
+
+export const DirectoryEntrySchema = z.object({
+  v: z.literal(1),
+  channel: z.string(),
+  sessionKey: z.string(),
+  instance: z.string(),
+  agent: z.string(),
+  boundAt: z.iso.datetime(),
+});
+export type DirectoryEntry = z.infer<typeof DirectoryEntrySchema>;
+
+export const WatchEventSchema = z.enum(["completed", "failed", "closed"]);
+export type WatchEvent = z.infer<typeof WatchEventSchema>;
+
+export const WatchRecordSchema = z.object({
+  v: z.literal(1),
+  watchId: z.string(),
+  watcher: RecordAddressSchema,
+  target: z.union([z.object({ taskId: z.string() }), z.object({ session: RecordAddressSchema })]),
+  events: z.array(WatchEventSchema).min(1),
+  createdAt: z.iso.datetime(),
+});
+export type WatchRecord = z.infer<typeof WatchRecordSchema>;
+
+/** Body of a `watch.event` envelope. */
+export const WatchNoticeBodySchema = z.object({
+  watchId: z.string(),
+  event: WatchEventSchema,
+  target: z.string(),
+  taskId: z.string().optional(),
+  state: TaskStateSchema.optional(),
+  result: z.json().optional(),
+  error: z.string().optional(),
+  at: z.iso.datetime(),
+});
+export type WatchNoticeBody = z.infer<typeof WatchNoticeBodySchema>;
+
+export const TaskKeyEntrySchema = z.object({
+  v: z.literal(1),
+  taskKey: z.string(),
+  sessionKey: z.string(),
+  instance: z.string(),
+  taskId: z.string(),
+  createdAt: z.iso.datetime(),
+});
+export type TaskKeyEntry = z.infer<typeof TaskKeyEntrySchema>;

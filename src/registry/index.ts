@@ -1,0 +1,4 @@
+export * from "./sessions.js";
+export * from "./watches.js";
+export * from "./directory.js";
+export * from "./janitor.js";

@@ -1,0 +1,98 @@
+/**
+ * Watches: "tell my session when session/task X completes, fails or closes". A watch is a KV entry
+ * in `<prefix>_watches` keyed by what it watches (`t.<taskId>.<watchId>` or
+ * `s.<instance>.<agent>.<channel>.<session>.<watchId>`). The instance that makes the change fires
+ * the matching watches as durable `watch.event` messages in each watcher's inbox, so a watcher whose
+ * instance is down meanwhile gets them when it comes back. Notice ids are derived from (watch,
+ * event, subject), so a repeated firing (retry, recovery) is a duplicate, never a second notice.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { sessionKeyOf, type SessionAddress } from "../address/index.js";
+import type { MeshContext } from "../mesh-context.js";
+import { deliver } from "../inbox/index.js";
+import { sessionPath, TypedBucket, ensureBucket } from "../topology/index.js";
+import { Kinds, WatchRecordSchema, type TaskRecord, type WatchEvent, type WatchNoticeBody, type WatchRecord } from "../wire/index.js";
+
+export type WatchTarget = { readonly taskId: string } | { readonly session: SessionAddress };
+
+export function watchTargetKey(target: WatchTarget): string {
+  return "taskId" in target ? `t.${target.taskId}` : `s.${target.session.instance}.${sessionPath(target.session)}`;
+}
+
+export function describeTarget(target: WatchTarget): string {
+  return "taskId" in target ? `task ${target.taskId}` : `session ${target.session.instance}/${sessionKeyOf(target.session)}`;
+}
+
+export async function ensureWatchBucket(ctx: MeshContext): Promise<void> {
+  await ensureBucket(ctx.nc, ctx.jsm, ctx.names.watchBucket(), { ttlMs: ctx.config.retention.taskMaxAgeMs, replicas: ctx.config.retention.replicas, description: "clawmesh watches" });
+}
+
+export class Watches {
+  private constructor(
+    private readonly ctx: MeshContext,
+    private readonly bucket: TypedBucket<typeof WatchRecordSchema>,
+  ) {}
+
+  static async open(ctx: MeshContext): Promise<Watches> {
+    return new Watches(ctx, await TypedBucket.open(ctx.nc, ctx.names.watchBucket(), WatchRecordSchema));
+  }
+
+  async add(watcher: SessionAddress, target: WatchTarget, events: readonly WatchEvent[]): Promise<WatchRecord> {
+    const record: WatchRecord = { v: 1, watchId: randomUUID(), watcher, target, events: [...events], createdAt: new Date().toISOString() };
+    await this.bucket.create(`${watchTargetKey(target)}.${record.watchId}`, record);
+    return record;
+  }
+
+  /** Watches set by `watcher` (all watches when omitted). */
+  async list(watcher?: SessionAddress): Promise<WatchRecord[]> {
+    const all = await this.bucket.values();
+    return all
+      .map((s) => s.value)
+      .filter((w) => !watcher || (w.watcher.instance === watcher.instance && sessionKeyOf(w.watcher) === sessionKeyOf(watcher)));
+  }
+
+  /** Remove a watch of `watcher`; false when there is none with that id. */
+  async remove(watcher: SessionAddress, watchId: string): Promise<boolean> {
+    const key = (await this.bucket.keys()).find((k) => k.endsWith(`.${watchId}`));
+    if (!key) return false;
+    const w = await this.bucket.get(key);
+    if (!w || sessionKeyOf(w.value.watcher) !== sessionKeyOf(watcher) || w.value.watcher.instance !== watcher.instance) return false;
+    await this.bucket.delete(key);
+    return true;
+  }
+
+  /** Fire the watches on a finished task and on its assignee session. */
+  async fireTaskFinished(task: TaskRecord): Promise<void> {
+    const event: WatchEvent | undefined = task.state === "completed" ? "completed" : task.state === "failed" || task.state === "canceled" ? "failed" : undefined;
+    if (!event) return;
+    const detail = {
+      taskId: task.taskId,
+      state: task.state,
+      ...(task.result !== undefined && { result: task.result }),
+      ...(task.error !== undefined && { error: task.error }),
+    };
+    await this.fire({ taskId: task.taskId }, event, task.assignee, task.taskId, detail);
+    await this.fire({ session: task.assignee }, event, task.assignee, task.taskId, detail);
+  }
+
+  async fireSessionClosed(session: SessionAddress): Promise<void> {
+    await this.fire({ session }, "closed", session, "closed", {});
+  }
+
+  private async fire(target: WatchTarget, event: WatchEvent, from: SessionAddress, discriminator: string, detail: Partial<WatchNoticeBody>): Promise<void> {
+    for (const { value: w } of await this.bucket.values(`${watchTargetKey(target)}.*`)) {
+      if (!w.events.includes(event)) continue;
+      const body: WatchNoticeBody = { watchId: w.watchId, event, target: describeTarget(target), ...detail, at: new Date().toISOString() };
+      await deliver(this.ctx, {
+        v: 1,
+        id: `we-${createHash("sha256").update(`${w.watchId}|${event}|${discriminator}`).digest("hex").slice(0, 40)}`,
+        kind: Kinds.watchEvent,
+        from,
+        to: w.watcher,
+        ...(detail.taskId !== undefined && { taskId: detail.taskId }),
+        body,
+        sentAt: body.at,
+      });
+    }
+  }
+}

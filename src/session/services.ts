@@ -1,0 +1,13 @@
+/** The shared registries a session run (and the mesh) works with. */
+import type { Directory, SessionRegistry, Watches } from "../registry/index.js";
+import type { TaskRegistry } from "../tasks/index.js";
+import type { TypedBucket } from "../topology/index.js";
+import type { TaskKeyEntrySchema } from "../wire/index.js";
+
+export interface MeshServices {
+  readonly tasks: TaskRegistry;
+  readonly sessions: SessionRegistry;
+  readonly directory: Directory;
+  readonly watches: Watches;
+  readonly taskKeys: TypedBucket<typeof TaskKeyEntrySchema>;
+}
