@@ -27,16 +27,22 @@ async function as(sessionKey: string): Promise<ToolContext> {
 
 describe("tool adapter", () => {
   it("publishes JSON Schema parameters generated from the zod schemas, with OpenClaw's names", () => {
-    expect(meshTools.map((t) => t.name)).toEqual(["mesh_send", "mesh_delegate", "mesh_complete", "mesh_await", "mesh_inbox"]);
+    expect(meshTools.map((t) => t.name)).toEqual(["mesh_send", "mesh_delegate", "mesh_complete", "mesh_await", "mesh_inbox", "mesh_sessions", "mesh_watch"]);
     const send = tool("mesh_send").parameters as { type: string; properties: Record<string, { type: string }>; required: string[] };
     expect(send.type).toBe("object");
-    expect(Object.keys(send.properties)).toEqual(["sessionKey", "agentId", "instance", "message", "timeoutSeconds"]);
+    expect(Object.keys(send.properties)).toEqual(["sessionKey", "channel", "agentId", "instance", "message", "timeoutSeconds"]);
     expect(send.required).toEqual(["message"]);
     expect((tool("mesh_complete").parameters as { properties: Record<string, { enum?: string[] }> }).properties.status!.enum).toEqual(["completed", "failed"]);
   });
 
   it.each([
-    ["mesh_send", { message: "hi" }, "`sessionKey`: give sessionKey or agentId"],
+    ["mesh_send", { message: "hi" }, "`sessionKey`: give sessionKey, channel or agentId"],
+    ["mesh_send", { sessionKey: "agent:b:main", channel: "discord:#x", message: "hi" }, "`channel`: give sessionKey or channel, not both"],
+    ["mesh_delegate", { taskKey: "k", message: "do it" }, "`sessionKey`: give sessionKey, channel or agentId"],
+    ["mesh_delegate", { channel: "discord:#x", taskKey: "k", message: "do it" }, "`agentId`: a taskKey needs agentId"],
+    ["mesh_sessions", { lifecycle: "dead" }, "`lifecycle`:"],
+    ["mesh_watch", { events: ["completed"] }, "`sessionKey`: add needs exactly one of sessionKey or taskId"],
+    ["mesh_watch", { action: "remove" }, "`watchId`: remove needs watchId"],
     ["mesh_send", { sessionKey: "agent:b:main" }, "`message`:"],
     ["mesh_send", { sessionKey: "agent:b:main", message: "hi", timeoutSeconds: -5 }, "`timeoutSeconds`:"],
     ["mesh_send", { sessionKey: "agent:b:main", message: "hi", mode: "steer" }, "Unrecognized key"],

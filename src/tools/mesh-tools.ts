@@ -8,22 +8,35 @@ import { TASK_ID_RE, Kinds } from "../wire/index.js";
 import { childTaskId } from "../session/index.js";
 import type { FinishedItem, PendingItem } from "../tasks/index.js";
 import type { InboxMessage } from "../inbox/index.js";
+import { describeTarget } from "../registry/index.js";
 import { bodyText, defineTool, type MeshTool, type ToolContext } from "./tool.js";
 
 const target = {
   sessionKey: z.string().min(1).optional().describe("Session key of the recipient, e.g. agent:re-portal:telegram:direct:8035547811"),
-  agentId: z.string().min(1).optional().describe("Agent id; without sessionKey it means that agent's main session (agent:<agentId>:main)"),
-  instance: z.string().min(1).optional().describe("Gateway instance that owns the recipient session; default: this gateway"),
+  channel: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Instead of sessionKey: a channel address served by the recipient, e.g. discord:#product-chat, telegram:<chatId>, telegram:<chatId>/topic/<id>"),
+  agentId: z.string().min(1).optional().describe("Agent id: picks among the sessions serving a channel; alone, that agent's main session (agent:<agentId>:main)"),
+  instance: z.string().min(1).optional().describe("Gateway instance that owns the recipient session; default: this gateway (with channel: any)"),
 };
 const timeoutSeconds = z.number().min(0).max(600).optional();
 
-function resolveTarget(p: { sessionKey?: string | undefined; agentId?: string | undefined; instance?: string | undefined }, ctx: ToolContext): SessionAddress {
+type TargetParams = { sessionKey?: string | undefined; channel?: string | undefined; agentId?: string | undefined; instance?: string | undefined };
+
+async function resolveTarget(p: TargetParams, ctx: ToolContext): Promise<SessionAddress> {
+  if (p.channel !== undefined) {
+    return ctx.session.services.directory.resolve(p.channel, { ...(p.agentId && { agent: p.agentId }), ...(p.instance && { instance: p.instance }) });
+  }
   const key = p.sessionKey ?? `agent:${p.agentId}:main`;
   return parseSessionKey(key, p.instance ?? ctx.session.address.instance);
 }
 
-const needsTarget = (p: { sessionKey?: string | undefined; agentId?: string | undefined }) => p.sessionKey !== undefined || p.agentId !== undefined;
-const targetIssue = { message: "give sessionKey or agentId", path: ["sessionKey"] };
+const needsTarget = (p: TargetParams) => p.sessionKey !== undefined || p.agentId !== undefined || p.channel !== undefined;
+const targetIssue = { message: "give sessionKey, channel or agentId", path: ["sessionKey"] };
+const oneTarget = (p: TargetParams) => !(p.sessionKey !== undefined && p.channel !== undefined);
+const oneTargetIssue = { message: "give sessionKey or channel, not both", path: ["channel"] };
 
 export const meshSend = defineTool({
   name: "mesh_send",
@@ -33,9 +46,10 @@ export const meshSend = defineTool({
   schema: z
     .object({ ...target, message: z.string().min(1).describe("The message text"), timeoutSeconds: timeoutSeconds.describe("Seconds to wait for an inline reply (0-600, default 0)") })
     .strict()
-    .refine(needsTarget, targetIssue),
+    .refine(needsTarget, targetIssue)
+    .refine(oneTarget, oneTargetIssue),
   async run(p, ctx) {
-    const to = resolveTarget(p, ctx);
+    const to = await resolveTarget(p, ctx);
     const out = await ctx.session.send({ to, body: p.message, waitMs: (p.timeoutSeconds ?? 0) * 1000, ...(ctx.signal && { signal: ctx.signal }) });
     if (out.status === "replied") {
       return { ok: true, text: `Reply from ${sessionKeyOf(out.from)}: ${bodyText(out.reply)}`, details: { status: "ok", id: out.id, reply: out.reply, from: out.from } };
@@ -60,26 +74,44 @@ export const meshDelegate = defineTool({
       ...target,
       message: z.string().min(1).describe("What the other session should do"),
       taskId: z.string().regex(TASK_ID_RE, "1-60 characters of A-Z a-z 0-9 _ -").optional().describe("Your own id for the task (retrying with the same id does not duplicate it)"),
+      taskKey: z
+        .string()
+        .min(1)
+        .max(200)
+        .optional()
+        .describe("A stable name for this piece of work. If a session already works on it, that session is reused instead of starting a duplicate. Needs agentId."),
+      forceNew: z.boolean().optional().describe("With taskKey: start a new session even if one exists (rarely needed)"),
       timeoutSeconds: timeoutSeconds.describe("Seconds to wait for the result inline (0-600, default 0)"),
     })
     .strict()
-    .refine(needsTarget, targetIssue),
+    .refine(needsTarget, targetIssue)
+    .refine(oneTarget, oneTargetIssue)
+    .refine((p) => p.taskKey === undefined || p.agentId !== undefined, { message: "a taskKey needs agentId (which agent should work on it)", path: ["agentId"] }),
   async run(p, ctx) {
-    const to = resolveTarget(p, ctx);
+    const explicit = p.sessionKey !== undefined || p.channel !== undefined;
+    const to = explicit || p.taskKey === undefined ? await resolveTarget(p, ctx) : undefined;
     const out = await ctx.session.delegate({
-      to,
+      ...(to && { to }),
       message: p.message,
       ...(p.taskId && { taskId: p.taskId }),
+      ...(p.taskKey && { taskKey: { key: p.taskKey, agent: p.agentId!.toLowerCase(), instance: p.instance ?? ctx.session.address.instance, ...(p.forceNew && { forceNew: true }) } }),
       waitMs: (p.timeoutSeconds ?? 0) * 1000,
       ...(ctx.signal && { signal: ctx.signal }),
     });
+    if (out.reused) {
+      return {
+        ok: true,
+        text: `A session already works on task key "${p.taskKey}": ${describeAddress(out.assignee)} (task ${out.taskId}, state ${out.state}). Reused it; nothing new was started. To add instructions, mesh_send to that session; to wait for it, mesh_await with taskIds ["${out.taskId}"].`,
+        details: { reused: true, taskId: out.taskId, sessionKey: sessionKeyOf(out.assignee), instance: out.assignee.instance, state: out.state },
+      };
+    }
     if (out.finished) {
       return { ok: true, text: `Task ${out.taskId} ${describeFinished(out.finished)}`, details: { ...out.finished } };
     }
     return {
       ok: true,
-      text: `Task ${out.taskId} delegated to ${describeAddress(to)} (state: ${out.state}). Its result will arrive in this session when it finishes; call mesh_await with taskIds ["${out.taskId}"] to wait for it.`,
-      details: { taskId: out.taskId, state: out.state, assignee: sessionKeyOf(to) },
+      text: `Task ${out.taskId} delegated to ${describeAddress(out.assignee)} (state: ${out.state}). Its result will arrive in this session when it finishes; call mesh_await with taskIds ["${out.taskId}"] to wait for it.`,
+      details: { reused: false, taskId: out.taskId, state: out.state, sessionKey: sessionKeyOf(out.assignee), instance: out.assignee.instance },
     };
   },
 });
@@ -160,7 +192,80 @@ export const meshInbox = defineTool({
   },
 });
 
-export const meshTools: readonly MeshTool[] = [meshSend, meshDelegate, meshComplete, meshAwait, meshInbox];
+export const meshSessions = defineTool({
+  name: "mesh_sessions",
+  description:
+    "List agent sessions across all gateways with their lifecycle (active/idle/closed), whether they can be resumed, how their last turn went, and their declared task state. " +
+    "A last turn that timed out or failed does NOT mean the session is gone: if it is resumable, send it a follow-up instead of spawning a duplicate.",
+  schema: z
+    .object({
+      agentId: z.string().min(1).optional(),
+      channel: z.string().min(1).optional().describe("A channel address or a session channel (telegram, discord, cron...)"),
+      lifecycle: z.enum(["active", "idle", "closed"]).optional(),
+      instance: z.string().min(1).optional(),
+      limit: z.number().int().min(1).max(200).optional().describe("Most rows (default 50)"),
+    })
+    .strict(),
+  async run(p, ctx) {
+    const rows = (await ctx.session.services.sessions.list({
+      ...(p.agentId && { agent: p.agentId.toLowerCase() }),
+      ...(p.channel && { channel: p.channel }),
+      ...(p.lifecycle && { lifecycle: p.lifecycle }),
+      ...(p.instance && { instance: p.instance }),
+    })).slice(0, p.limit ?? 50);
+    const lines = rows.map((r) => {
+      const turn = r.lastTurn ? `, last turn ${r.lastTurn.outcome}${r.lastTurn.error ? ` (${r.lastTurn.error.slice(0, 80)})` : ""}` : "";
+      const task = r.task ? `, task ${r.task.state}` : "";
+      const chan = r.channel ? `, serves ${r.channel}` : "";
+      return `- ${r.sessionKey} @${r.owner}: ${r.lifecycle}, ${r.resumable ? "resumable" : "not resumable"}${turn}${task}${chan}`;
+    });
+    const hint = "Note: a last turn of timeout or error does not mean the session is gone; a resumable session takes follow-ups (mesh_send).";
+    return { ok: true, text: rows.length ? `${rows.length} session(s):\n${lines.join("\n")}\n${hint}` : "No sessions match.", details: { sessions: rows } };
+  },
+});
+
+export const meshWatch = defineTool({
+  name: "mesh_watch",
+  description:
+    "Get notified in this session when another session or a task completes, fails or closes (a durable message, delivered even if this gateway was down when it happened). Also lists and removes watches.",
+  schema: z
+    .object({
+      action: z.enum(["add", "list", "remove"]).optional().describe("Default add"),
+      sessionKey: z.string().min(1).optional().describe("Session to watch"),
+      instance: z.string().min(1).optional().describe("Gateway of the watched session; default this one"),
+      taskId: z.string().regex(TASK_ID_RE, "a task id").optional().describe("Task to watch"),
+      events: z.array(z.enum(["completed", "failed", "closed"])).min(1).optional().describe("Default all three"),
+      watchId: z.string().min(1).optional().describe("For remove"),
+    })
+    .strict()
+    .refine((p) => (p.action ?? "add") !== "add" || (p.sessionKey === undefined) !== (p.taskId === undefined), { message: "add needs exactly one of sessionKey or taskId", path: ["sessionKey"] })
+    .refine((p) => p.action !== "remove" || p.watchId !== undefined, { message: "remove needs watchId", path: ["watchId"] }),
+  async run(p, ctx) {
+    const watches = ctx.session.services.watches;
+    const me = ctx.session.address;
+    if (p.action === "list") {
+      const list = await watches.list(me);
+      return {
+        ok: true,
+        text: list.length ? `${list.length} watch(es):\n${list.map((w) => `- ${w.watchId}: ${describeTarget(w.target)} on ${w.events.join("/")}`).join("\n")}` : "No watches.",
+        details: { watches: list },
+      };
+    }
+    if (p.action === "remove") {
+      const removed = await watches.remove(me, p.watchId!);
+      return { ok: removed, text: removed ? `Watch ${p.watchId} removed.` : `No watch ${p.watchId} of this session.`, details: { removed } };
+    }
+    const target = p.taskId !== undefined ? { taskId: p.taskId } : { session: parseSessionKey(p.sessionKey!, p.instance ?? me.instance) };
+    const w = await watches.add(me, target, p.events ?? ["completed", "failed", "closed"]);
+    return {
+      ok: true,
+      text: `Watching ${describeTarget(target)} for ${w.events.join("/")} (watch ${w.watchId}). A notice will arrive in this session when it happens; no need to poll.`,
+      details: { watchId: w.watchId, events: w.events },
+    };
+  },
+});
+
+export const meshTools: readonly MeshTool[] = [meshSend, meshDelegate, meshComplete, meshAwait, meshInbox, meshSessions, meshWatch];
 
 /** One inbox message as the model reads it (also used by hosts that inject messages into a turn). */
 export function formatMessage(m: InboxMessage): string {
@@ -174,6 +279,11 @@ export function formatMessage(m: InboxMessage): string {
     return `[task ${m.taskId} requested by ${from}; when done call mesh_complete with this taskId] ${b.message ?? ""}`;
   }
   if (m.kind === Kinds.reply) return `[reply from ${from} to ${m.correlationId}] ${bodyText(m.body)}`;
+  if (m.kind === Kinds.watchEvent) {
+    const b = m.body as { event?: string; target?: string; result?: unknown; error?: string };
+    const payload = b.result !== undefined ? `: ${bodyText(b.result)}` : b.error ? `: ${b.error}` : "";
+    return `[watch: ${b.target ?? "?"} ${b.event ?? "changed"}${payload}]`;
+  }
   return `[message from ${from}] ${bodyText(m.body)}`;
 }
 
