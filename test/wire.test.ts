@@ -14,7 +14,7 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 
 describe("wire envelope", () => {
   it("round-trips an envelope and keeps unknown later fields", () => {
-    const withLater = { ...base, origin: { channel: "telegram", threadId: "7" } };
+    const withLater = { ...base, later: { field: "from a newer minor version" } };
     const decoded = decodeEnvelope(encodeEnvelope(withLater, 10_000), 10_000);
     expect(decoded.ok && decoded.envelope).toEqual(withLater);
   });

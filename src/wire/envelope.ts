@@ -18,6 +18,36 @@ export const AddressSchema = z.object({
   thread: z.string().min(1).max(256).optional(),
 });
 
+/**
+ * Where a conversation lives, so results find their way back to it: the platform (`channel`), the
+ * chat (`to`), and the thread within it. Produced from the host's own context, never by a model.
+ */
+export const DeliveryTargetSchema = z.object({
+  channel: z.string().min(1).max(32),
+  to: z.string().min(1).max(200),
+  accountId: z.string().min(1).max(200).optional(),
+  /** Slack thread_ts, Discord thread channel id. */
+  threadId: z.string().min(1).max(200).optional(),
+  /** The message a reply should attach to (Telegram DM reply chains). */
+  replyToMessageId: z.string().min(1).max(200).optional(),
+  /** Telegram forum topic (message_thread_id). */
+  topicId: z.string().min(1).max(200).optional(),
+});
+export type DeliveryTarget = z.infer<typeof DeliveryTargetSchema>;
+
+/** A delivery target plus the session whose user it belongs to (its host delivers announces). */
+export const OriginSchema = DeliveryTargetSchema.extend({ session: AddressSchema });
+export type Origin = z.infer<typeof OriginSchema>;
+
+/**
+ * What a reply or completion asks the mesh to do with its text:
+ * - `reply`: give it to the requesting session's model (the default);
+ * - `skip`: record it, tell nobody (the structured form of REPLY_SKIP / NO_REPLY);
+ * - `announce`: also deliver it to the user where the conversation lives (the origin's thread).
+ */
+export const ActionSchema = z.enum(["reply", "skip", "announce"]);
+export type Action = z.infer<typeof ActionSchema>;
+
 /** Message kinds the mesh itself defines; hosts may add their own dotted kinds. */
 export const Kinds = {
   /** A plain message to a session. */
@@ -30,6 +60,8 @@ export const Kinds = {
   taskComplete: "task.complete",
   /** Something a session watches happened (a task finished, a session closed). */
   watchEvent: "watch.event",
+  /** Text for the origin session's host to deliver to a user's channel/thread. */
+  announce: "announce",
 } as const;
 
 export const EnvelopeSchema = z.looseObject({
@@ -40,6 +72,9 @@ export const EnvelopeSchema = z.looseObject({
   to: AddressSchema,
   correlationId: z.string().min(1).max(128).optional(),
   taskId: z.string().min(1).max(128).optional(),
+  /** Where the conversation this message belongs to lives; carried through every hop. */
+  origin: OriginSchema.optional(),
+  action: ActionSchema.optional(),
   body: z.json(),
   sentAt: z.iso.datetime({ offset: true }),
 });

@@ -1,5 +1,6 @@
 /** Records the mesh stores for itself (not envelopes): the surfaced-id log. */
 import { z } from "zod";
+import { ActionSchema, DeliveryTargetSchema, OriginSchema } from "./envelope.js";
 
 /**
  * One confirmed surfacing: the envelope ids the model was shown, and the highest inbox stream
@@ -48,6 +49,12 @@ export const TaskRecordSchema = z.looseObject({
   notified: z.boolean().default(false),
   /** Set for tasks that stand for a child session started outside the mesh. */
   childSession: z.boolean().optional(),
+  /** Where the conversation that asked for this work lives (inherited through every hop). */
+  origin: OriginSchema.optional(),
+  /** The assignee's action for its result (reply, skip, announce). */
+  action: ActionSchema.optional(),
+  /** The resolved announce target when it differs from the origin (an allowed override). */
+  announceTarget: DeliveryTargetSchema.optional(),
 });
 export type TaskRecord = z.output<typeof TaskRecordSchema>;
 
@@ -58,7 +65,18 @@ export const TaskCompleteBodySchema = z.object({
   result: z.json().optional(),
   error: z.string().optional(),
   assignee: z.string(),
+  action: ActionSchema.optional(),
 });
+
+/** Body of an `announce` envelope: what the origin session's host delivers, and exactly where. */
+export const AnnounceBodySchema = z.object({
+  deliveryTarget: DeliveryTargetSchema,
+  text: z.string(),
+  taskId: z.string().optional(),
+  /** Session key of the session whose result this is. */
+  by: z.string(),
+});
+export type AnnounceBody = z.infer<typeof AnnounceBodySchema>;
 export type TaskCompleteBody = z.infer<typeof TaskCompleteBodySchema>;
 
 /** Body of a `task.request` envelope. */
