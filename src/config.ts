@@ -58,6 +58,8 @@ export const MeshConfigSchema = z.object({
   retention: RetentionSchema.prefault({}),
   inbox: InboxTuningSchema.prefault({}),
   registry: RegistryTuningSchema.prefault({}),
+  /** JSON channel policy for announce overrides (default: $CLAWMESH_CHANNEL_POLICY; none: no overrides). */
+  channelPolicyFile: z.string().optional(),
 });
 
 export type MeshConfigInput = z.input<typeof MeshConfigSchema>;

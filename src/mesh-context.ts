@@ -5,6 +5,7 @@ import type { MeshConfig } from "./config.js";
 import type { Logger } from "./log.js";
 import type { Names, ServerFeatures } from "./topology/index.js";
 import type { JetStreamIngest } from "./transport/ingest.js";
+import type { ChannelPolicy } from "./handoff/index.js";
 
 export interface MeshContext {
   readonly nc: NatsConnection;
@@ -19,4 +20,6 @@ export interface MeshContext {
   readonly serverMaxPayload: number;
   /** Acknowledged publishing for envelopes (one shared reply subscription). */
   readonly ingest: JetStreamIngest;
+  /** Which chats announce overrides may target. */
+  readonly channelPolicy: ChannelPolicy;
 }

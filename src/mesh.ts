@@ -20,6 +20,7 @@ import { Directory, Janitor, SessionRegistry, Watches, ensureDirectoryBucket, en
 import { TypedBucket, ensureBucket } from "./topology/index.js";
 import { TaskKeyEntrySchema, type SessionRecord, type TurnOutcome } from "./wire/index.js";
 import { JetStreamIngest } from "./transport/ingest.js";
+import { loadChannelPolicy } from "./handoff/index.js";
 
 /** Room left under the server's max_payload for headers and protocol framing. */
 const HEADER_ALLOWANCE = 4096;
@@ -93,6 +94,7 @@ export class Mesh {
       logger: opts.logger ?? createLogger(),
       messageLimit,
       serverMaxPayload,
+      channelPolicy: loadChannelPolicy(config.channelPolicyFile),
       ingest: new JetStreamIngest(nc, { ...(opts.connection?.inboxPrefix !== undefined && { inboxPrefix: opts.connection.inboxPrefix }) }),
     };
     const mesh = new Mesh(ctx, owns);

@@ -1,1 +1,3 @@
 export * from "./legacy-tokens.js";
+export * from "./origin.js";
+export * from "./policy.js";

@@ -14,17 +14,21 @@ import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { deliver, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
-import { Kinds, TERMINAL_STATES, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState, type TurnOutcome } from "../wire/index.js";
+import { Kinds, TERMINAL_STATES, type Action, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState, type TurnOutcome } from "../wire/index.js";
 import type { MeshServices } from "./services.js";
+import { resolveDeliveryTarget, resolveReplyAction, type RouteOverrides } from "../handoff/index.js";
+import type { Origin } from "../wire/index.js";
 import { resolveTaskKey } from "./spawn.js";
 import { awaitTasks, finishAsAssignee, type AwaitResult, type AwaitTarget, type FinishHooks, type FinishOutcome, type FinishState, type FinishedItem, type TaskRegistry } from "../tasks/index.js";
 
 export type JsonBody = Envelope["body"];
 
-export interface SendOptions {
+export interface SendOptions extends RouteOverrides {
   readonly to: SessionAddress;
   readonly body: JsonBody;
   readonly kind?: string;
+  /** Where the conversation lives, from the host's context (`originFromHostContext`). */
+  readonly origin?: Origin;
   /** Wait this long for a reply inline (0: do not wait). */
   readonly waitMs?: number;
   readonly signal?: AbortSignal;
@@ -34,7 +38,11 @@ export type SendOutcome =
   | { readonly status: "replied"; readonly id: string; readonly reply: JsonBody; readonly from: SessionAddress }
   | { readonly status: "sent"; readonly id: string; readonly seq: number };
 
-export interface DelegateOptions {
+export interface DelegateOptions extends RouteOverrides {
+  /** Where the conversation lives, from the host's context (`originFromHostContext`). */
+  readonly origin?: Origin;
+  /** The task assigned to this session that this delegation serves: its origin is inherited. */
+  readonly parentTaskId?: string;
   /** The session to give the task to. With `taskKey` it is only the session to use if a new one is needed. */
   readonly to?: SessionAddress;
   /**
@@ -74,6 +82,8 @@ export function childTaskId(child: SessionAddress): string {
 export class MeshSession {
   /** Aborted at close: a run that ends stops every wait it started (what arrives later stays in the inbox). */
   private readonly running = new AbortController();
+  /** Origins of task requests this run has taken and not finished: what its delegations inherit. */
+  private readonly openTaskOrigins = new Map<string, Origin>();
 
   private readonly registry: TaskRegistry;
 
@@ -95,8 +105,30 @@ export class MeshSession {
   }
 
   /** The boundary call: messages that arrived since the last take, oldest first. Confirm after showing them. */
-  take(opts?: TakeOptions): Promise<InboxBatch> {
-    return this.inbox.take(opts);
+  async take(opts?: TakeOptions): Promise<InboxBatch> {
+    const batch = await this.inbox.take(opts);
+    for (const m of batch.messages) {
+      if (m.kind === Kinds.taskRequest && m.taskId && m.envelope.origin) this.openTaskOrigins.set(m.taskId, m.envelope.origin);
+    }
+    return batch;
+  }
+
+  /**
+   * The origin a message or delegation carries: the host's, else the parent task's (named, or the
+   * only open task this run took), with any overrides applied after the channel policy allowed them.
+   */
+  private async effectiveOrigin(opts: { origin?: Origin; parentTaskId?: string } & RouteOverrides): Promise<Origin | undefined> {
+    let origin = opts.origin;
+    if (!origin && opts.parentTaskId !== undefined) {
+      const parent = await this.registry.require(opts.parentTaskId);
+      if (!sameSession(parent.record.assignee, this.address)) throw new InvalidTaskActionError(`task ${opts.parentTaskId} is not assigned to this session`);
+      origin = parent.record.origin;
+    }
+    if (!origin && this.openTaskOrigins.size === 1) origin = [...this.openTaskOrigins.values()][0];
+    if (opts.announceTarget === undefined && opts.announceThreadId === undefined) return origin;
+    const target = resolveDeliveryTarget(origin, opts, this.ctx.channelPolicy)!;
+    const { run: _run, ...me } = this.address;
+    return { ...target, session: origin?.session ?? me };
   }
 
   /**
@@ -109,7 +141,18 @@ export class MeshSession {
 
   async send(opts: SendOptions): Promise<SendOutcome> {
     const id = randomUUID();
-    const envelope: Envelope = { v: 1, id, kind: opts.kind ?? Kinds.message, from: this.address, to: opts.to, correlationId: id, body: opts.body, sentAt: new Date().toISOString() };
+    const origin = await this.effectiveOrigin(opts);
+    const envelope: Envelope = {
+      v: 1,
+      id,
+      kind: opts.kind ?? Kinds.message,
+      from: this.address,
+      to: opts.to,
+      correlationId: id,
+      ...(origin && { origin }),
+      body: opts.body,
+      sentAt: new Date().toISOString(),
+    };
     const waitMs = opts.waitMs ?? 0;
     if (waitMs <= 0) {
       const d = await deliver(this.ctx, envelope);
@@ -171,6 +214,7 @@ export class MeshSession {
   }
 
   private async delegateTo(to: SessionAddress, taskId: string, opts: DelegateOptions): Promise<DelegateOutcome> {
+    const origin = await this.effectiveOrigin(opts);
     const now = new Date().toISOString();
     const record: TaskRecord = {
       v: 1,
@@ -182,6 +226,7 @@ export class MeshSession {
       createdAt: now,
       updatedAt: now,
       notified: false,
+      ...(origin && { origin }),
     };
     const existing = await this.registry.get(taskId);
     if (existing && !(sameSession(existing.record.requester, this.address) && sameSession(existing.record.assignee, to))) {
@@ -189,7 +234,7 @@ export class MeshSession {
     }
     if (!existing) await this.registry.create(record);
     const body: TaskRequestBody = { taskId, message: opts.message };
-    await deliver(this.ctx, { v: 1, id: `tr-${taskId}`, kind: Kinds.taskRequest, from: this.address, to, taskId, body, sentAt: now });
+    await deliver(this.ctx, { v: 1, id: `tr-${taskId}`, kind: Kinds.taskRequest, from: this.address, to, taskId, ...(origin && { origin }), body, sentAt: now });
     const base = { taskId, assignee: to, reused: false };
     const waitMs = opts.waitMs ?? 0;
     if (waitMs <= 0) return { ...base, state: existing?.record.state ?? "submitted" };
@@ -198,9 +243,41 @@ export class MeshSession {
     return finished ? { ...base, finished, state: finished.state } : { ...base, state: r.pending[0]?.state === "unknown" ? "submitted" : (r.pending[0]?.state ?? "submitted") };
   }
 
-  /** Declare a task assigned to this session finished (completed or failed) with its result. */
-  async complete(input: { taskId: string; state: FinishState; result?: JsonBody; error?: string }, hooks?: FinishHooks): Promise<FinishOutcome> {
-    const out = await finishAsAssignee(this.ctx, this.registry, { ...input, by: this.address }, hooks);
+  /**
+   * Declare a task assigned to this session finished (completed or failed) with its result and
+   * what to do with it (`action`: reply, skip, announce). Legacy tokens in a text result are
+   * recognised and stripped; an announce override is checked against the channel policy before
+   * anything is written.
+   */
+  async complete(
+    input: { taskId: string; state: FinishState; result?: JsonBody; error?: string; action?: Action } & RouteOverrides,
+    hooks?: FinishHooks,
+  ): Promise<FinishOutcome> {
+    const task = await this.registry.require(input.taskId);
+    let { result, action } = input;
+    if (typeof result === "string") {
+      const r = resolveReplyAction(result, action ?? "reply");
+      result = r.text;
+      action = r.tokens.length > 0 || action !== undefined ? r.action : undefined;
+    }
+    const overridden = input.announceTarget !== undefined || input.announceThreadId !== undefined;
+    const announceTarget = overridden ? resolveDeliveryTarget(task.record.origin, input, this.ctx.channelPolicy) : undefined;
+    const out = await finishAsAssignee(
+      this.ctx,
+      this.registry,
+      {
+        taskId: input.taskId,
+        state: input.state,
+        ...(result !== undefined && { result }),
+        ...(input.error !== undefined && { error: input.error }),
+        ...(action !== undefined && { action }),
+        ...(announceTarget !== undefined && { announceTarget }),
+        by: this.address,
+      },
+      hooks,
+      task,
+    );
+    this.openTaskOrigins.delete(input.taskId);
     if (out.outcome === "finished") await this.services.sessions.declareTask(this.address, input.state, input.taskId);
     return out;
   }

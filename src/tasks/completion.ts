@@ -18,7 +18,8 @@ import { sameSession, sessionKeyOf } from "../address/index.js";
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { deliver } from "../inbox/index.js";
-import { Kinds, TERMINAL_STATES, type Envelope, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
+import { Kinds, TERMINAL_STATES, type Action, type AnnounceBody, type DeliveryTarget, type Envelope, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
+import { targetOf } from "../handoff/index.js";
 import type { StoredTask, TaskRegistry } from "./registry.js";
 
 export type FinishState = Extract<TaskState, "completed" | "failed" | "canceled">;
@@ -28,6 +29,10 @@ export interface FinishInput {
   readonly state: FinishState;
   readonly result?: TaskRecord["result"];
   readonly error?: string;
+  /** What to do with the result (default reply). */
+  readonly action?: Action;
+  /** A policy-checked announce target replacing the task's origin. */
+  readonly announceTarget?: DeliveryTarget;
   /** The session declaring the outcome. */
   readonly by: SessionAddress;
 }
@@ -67,6 +72,8 @@ export async function finishTask(ctx: MeshContext, registry: TaskRegistry, input
       state: input.state,
       ...(input.result !== undefined && { result: input.result }),
       ...(input.error !== undefined && { error: input.error }),
+      ...(input.action !== undefined && { action: input.action }),
+      ...(input.announceTarget !== undefined && { announceTarget: input.announceTarget }),
       finishedBy: sessionKeyOf(input.by),
       updatedAt: now,
       notified: false,
@@ -86,8 +93,8 @@ export class NotAssigneeError extends MeshError {
 }
 
 /** finishTask, refused unless `by` is the task's assignee session. */
-export async function finishAsAssignee(ctx: MeshContext, registry: TaskRegistry, input: FinishInput, hooks?: FinishHooks): Promise<FinishOutcome> {
-  const task = await registry.require(input.taskId);
+export async function finishAsAssignee(ctx: MeshContext, registry: TaskRegistry, input: FinishInput, hooks?: FinishHooks, known?: StoredTask): Promise<FinishOutcome> {
+  const task = known ?? (await registry.require(input.taskId));
   if (!sameSession(task.record.assignee, input.by)) throw new NotAssigneeError(input.taskId, sessionKeyOf(task.record.assignee), sessionKeyOf(input.by));
   return finishTask(ctx, registry, input, hooks, task);
 }
@@ -101,6 +108,7 @@ export async function notifyRequester(ctx: MeshContext, registry: TaskRegistry, 
     ...(r.result !== undefined && { result: r.result }),
     ...(r.error !== undefined && { error: r.error }),
     assignee: sessionKeyOf(r.assignee),
+    ...(r.action !== undefined && { action: r.action }),
   };
   const envelope: Envelope = {
     v: 1,
@@ -109,10 +117,13 @@ export async function notifyRequester(ctx: MeshContext, registry: TaskRegistry, 
     from: r.assignee,
     to: r.requester,
     taskId: r.taskId,
+    ...(r.origin !== undefined && { origin: r.origin }),
+    ...(r.action !== undefined && { action: r.action }),
     body,
     sentAt: r.updatedAt,
   };
   await deliver(ctx, envelope);
+  if (r.action === "announce") await announce(ctx, r);
   // Watches fire before the task counts as notified, so recovery re-fires them after a crash.
   await registry.watches.fireTaskFinished(r);
   let current: StoredTask | undefined = task;
@@ -120,6 +131,25 @@ export async function notifyRequester(ctx: MeshContext, registry: TaskRegistry, 
     if (await registry.replace(current, { ...current.record, notified: true })) return;
     current = await registry.get(r.taskId);
   }
+}
+
+/**
+ * Deliver an announce to the session that owns the conversation (the origin's session; the
+ * requester when there is no origin), with the resolved target as an explicit field.
+ */
+async function announce(ctx: MeshContext, r: TaskRecord): Promise<void> {
+  const deliveryTarget = r.announceTarget ?? (r.origin && targetOf(r.origin));
+  if (!deliveryTarget) {
+    ctx.logger.warn({ taskId: r.taskId }, "announce requested but the task has no origin or target; delivered as a reply only");
+    return;
+  }
+  const text = r.state === "completed" ? bodyText(r.result ?? "") : `${r.state}: ${r.error ?? ""}`;
+  const body: AnnounceBody = { deliveryTarget, text, taskId: r.taskId, by: sessionKeyOf(r.assignee) };
+  await deliver(ctx, { v: 1, id: `an-${r.taskId}`, kind: Kinds.announce, from: r.assignee, to: r.origin?.session ?? r.requester, taskId: r.taskId, ...(r.origin && { origin: r.origin }), action: "announce", body, sentAt: r.updatedAt });
+}
+
+function bodyText(v: unknown): string {
+  return typeof v === "string" ? v : JSON.stringify(v);
 }
 
 /**
