@@ -114,17 +114,21 @@ export class MeshSession {
   }
 
   /**
-   * The origin a message or delegation carries: the host's, else the parent task's (named, or the
-   * only open task this run took), with any overrides applied after the channel policy allowed them.
+   * The origin a message or delegation carries. Work done for a task keeps that task's origin (the
+   * named parent task, or the only open task this run took), so a result finds the user's thread
+   * through any number of hops; otherwise the host's own context. Overrides are applied after the
+   * channel policy allowed them.
    */
   private async effectiveOrigin(opts: { origin?: Origin; parentTaskId?: string } & RouteOverrides): Promise<Origin | undefined> {
-    let origin = opts.origin;
-    if (!origin && opts.parentTaskId !== undefined) {
+    let origin: Origin | undefined;
+    if (opts.parentTaskId !== undefined) {
       const parent = await this.registry.require(opts.parentTaskId);
       if (!sameSession(parent.record.assignee, this.address)) throw new InvalidTaskActionError(`task ${opts.parentTaskId} is not assigned to this session`);
       origin = parent.record.origin;
+    } else if (this.openTaskOrigins.size === 1) {
+      origin = [...this.openTaskOrigins.values()][0];
     }
-    if (!origin && this.openTaskOrigins.size === 1) origin = [...this.openTaskOrigins.values()][0];
+    origin ??= opts.origin;
     if (opts.announceTarget === undefined && opts.announceThreadId === undefined) return origin;
     const target = resolveDeliveryTarget(origin, opts, this.ctx.channelPolicy)!;
     const { run: _run, ...me } = this.address;

@@ -22,6 +22,19 @@ const target = {
   instance: z.string().min(1).optional().describe("Gateway instance that owns the recipient session; default: this gateway (with channel: any)"),
 };
 const timeoutSeconds = z.number().min(0).max(600).optional();
+const overrides = {
+  announceTarget: z
+    .string()
+    .min(3)
+    .optional()
+    .describe("Deliver the eventual announce to this chat instead of where the conversation lives, e.g. telegram:-100123 or discord:1234567890 (must be allowed by the channel policy)"),
+  announceThreadId: z.string().min(1).optional().describe("Deliver the eventual announce into this thread/topic of the target chat"),
+};
+const routing = (p: { announceTarget?: string | undefined; announceThreadId?: string | undefined }, ctx: ToolContext) => ({
+  ...(ctx.origin && { origin: ctx.origin }),
+  ...(p.announceTarget !== undefined && { announceTarget: p.announceTarget }),
+  ...(p.announceThreadId !== undefined && { announceThreadId: p.announceThreadId }),
+});
 
 type TargetParams = { sessionKey?: string | undefined; channel?: string | undefined; agentId?: string | undefined; instance?: string | undefined };
 
@@ -44,13 +57,13 @@ export const meshSend = defineTool({
     "Send a message to another agent session (on this or another gateway). It is stored durably in the recipient's inbox. " +
     "By default it does not wait; with timeoutSeconds > 0 a reply that arrives in time is returned inline, otherwise the reply is delivered to this session later.",
   schema: z
-    .object({ ...target, message: z.string().min(1).describe("The message text"), timeoutSeconds: timeoutSeconds.describe("Seconds to wait for an inline reply (0-600, default 0)") })
+    .object({ ...target, message: z.string().min(1).describe("The message text"), timeoutSeconds: timeoutSeconds.describe("Seconds to wait for an inline reply (0-600, default 0)"), ...overrides })
     .strict()
     .refine(needsTarget, targetIssue)
     .refine(oneTarget, oneTargetIssue),
   async run(p, ctx) {
     const to = await resolveTarget(p, ctx);
-    const out = await ctx.session.send({ to, body: p.message, waitMs: (p.timeoutSeconds ?? 0) * 1000, ...(ctx.signal && { signal: ctx.signal }) });
+    const out = await ctx.session.send({ to, body: p.message, waitMs: (p.timeoutSeconds ?? 0) * 1000, ...routing(p, ctx), ...(ctx.signal && { signal: ctx.signal }) });
     if (out.status === "replied") {
       return { ok: true, text: `Reply from ${sessionKeyOf(out.from)}: ${bodyText(out.reply)}`, details: { status: "ok", id: out.id, reply: out.reply, from: out.from } };
     }
@@ -81,6 +94,8 @@ export const meshDelegate = defineTool({
         .optional()
         .describe("A stable name for this piece of work. If a session already works on it, that session is reused instead of starting a duplicate. Needs agentId."),
       forceNew: z.boolean().optional().describe("With taskKey: start a new session even if one exists (rarely needed)"),
+      parentTaskId: z.string().regex(TASK_ID_RE, "a task id").optional().describe("The task assigned to you that this delegation is part of: its result then goes back to that task's conversation"),
+      ...overrides,
       timeoutSeconds: timeoutSeconds.describe("Seconds to wait for the result inline (0-600, default 0)"),
     })
     .strict()
@@ -95,6 +110,8 @@ export const meshDelegate = defineTool({
       message: p.message,
       ...(p.taskId && { taskId: p.taskId }),
       ...(p.taskKey && { taskKey: { key: p.taskKey, agent: p.agentId!.toLowerCase(), instance: p.instance ?? ctx.session.address.instance, ...(p.forceNew && { forceNew: true }) } }),
+      ...(p.parentTaskId && { parentTaskId: p.parentTaskId }),
+      ...routing(p, ctx),
       waitMs: (p.timeoutSeconds ?? 0) * 1000,
       ...(ctx.signal && { signal: ctx.signal }),
     });
@@ -125,16 +142,29 @@ export const meshComplete = defineTool({
       status: z.enum(["completed", "failed"]).describe("completed: done with a result; failed: could not be done"),
       result: z.string().optional().describe("The result (for completed)"),
       error: z.string().max(4000).optional().describe("What went wrong (for failed)"),
+      action: z
+        .enum(["reply", "skip", "announce"])
+        .optional()
+        .describe("reply (default): the requester's agent gets the result; skip: record it and tell nobody; announce: also post it to the user where the conversation started (its thread)"),
+      ...overrides,
     })
     .strict()
     .refine((p) => p.status !== "completed" || p.result !== undefined, { message: "a completed task needs a result", path: ["result"] })
     .refine((p) => p.status !== "failed" || p.error !== undefined, { message: "a failed task needs an error", path: ["error"] }),
   async run(p, ctx) {
-    const out = await ctx.session.complete({ taskId: p.taskId, state: p.status, ...(p.result !== undefined && { result: p.result }), ...(p.error !== undefined && { error: p.error }) });
+    const out = await ctx.session.complete({
+      taskId: p.taskId,
+      state: p.status,
+      ...(p.result !== undefined && { result: p.result }),
+      ...(p.error !== undefined && { error: p.error }),
+      ...(p.action !== undefined && { action: p.action }),
+      ...(p.announceTarget !== undefined && { announceTarget: p.announceTarget }),
+      ...(p.announceThreadId !== undefined && { announceThreadId: p.announceThreadId }),
+    });
     const r = out.record;
     const text =
       out.outcome === "finished"
-        ? `Task ${p.taskId} is now ${r.state}; the requester (${sessionKeyOf(r.requester)}) has been notified. Nothing more to do for it.`
+        ? `Task ${p.taskId} is now ${r.state}; the requester (${sessionKeyOf(r.requester)}) has been notified${r.action === "announce" ? " and the result is being posted where the conversation started" : r.action === "skip" ? " (silently: nothing posted)" : ""}. Nothing more to do for it.`
         : out.outcome === "already"
           ? `Task ${p.taskId} was already ${r.state} with this same outcome; nothing changed (completing twice is harmless).`
           : `Task ${p.taskId} had already been finished as ${r.state} by ${r.finishedBy ?? "another writer"}; your outcome was NOT recorded. Recorded result: ${bodyText(r.result ?? r.error ?? "")}`;
@@ -279,6 +309,10 @@ export function formatMessage(m: InboxMessage): string {
     return `[task ${m.taskId} requested by ${from}; when done call mesh_complete with this taskId] ${b.message ?? ""}`;
   }
   if (m.kind === Kinds.reply) return `[reply from ${from} to ${m.correlationId}] ${bodyText(m.body)}`;
+  if (m.kind === Kinds.announce) {
+    const b = m.body as { text?: string; deliveryTarget?: { channel?: string; to?: string } };
+    return `[announce for ${b.deliveryTarget?.channel}:${b.deliveryTarget?.to} from ${from}] ${b.text ?? ""}`;
+  }
   if (m.kind === Kinds.watchEvent) {
     const b = m.body as { event?: string; target?: string; result?: unknown; error?: string };
     const payload = b.result !== undefined ? `: ${bodyText(b.result)}` : b.error ? `: ${b.error}` : "";

@@ -6,11 +6,14 @@
 import { z } from "zod";
 import { MeshError } from "../errors.js";
 import type { MeshSession } from "../session/index.js";
+import type { Origin } from "../wire/index.js";
 
 /** Who is calling: supplied by the host from its own context, never by the model. */
 export interface ToolContext {
   /** The calling session's open run. */
   readonly session: MeshSession;
+  /** Where the calling turn's conversation lives, from the host (`originFromHostContext`). */
+  readonly origin?: Origin;
   readonly signal?: AbortSignal;
 }
 

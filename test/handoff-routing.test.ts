@@ -1,0 +1,161 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { meshTools, type Mesh, type MeshSession } from "../src/index.js";
+import { ForbiddenRouteError, originFromHostContext, type HostContext } from "../src/handoff/index.js";
+import { AnnounceBodySchema, Kinds, type DeliveryTarget } from "../src/wire/index.js";
+import { startTestServer, type TestServer } from "./harness/server.js";
+import { openMesh, uniquePrefix } from "./harness/mesh.js";
+
+let server: TestServer;
+const cleanups: (() => Promise<unknown>)[] = [];
+let policyFile: string;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  policyFile = join(mkdtempSync(join(tmpdir(), "clawmesh-policy-")), "channel-policy.json");
+  writeFileSync(policyFile, JSON.stringify({ announce: { allow: ["telegram:-100*", "slack:C0OPS*"], deny: ["telegram:-100666"] } }));
+});
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  await server.dispose();
+});
+
+const tool = (name: string) => meshTools.find((t) => t.name === name)!;
+
+async function threeGateways(): Promise<[Mesh, Mesh, Mesh]> {
+  const prefix = uniquePrefix();
+  const meshes = await Promise.all(["gw-a", "gw-b", "gw-c"].map((instance) => openMesh(server, { prefix, instance, channelPolicyFile: policyFile })));
+  cleanups.push(() => Promise.all(meshes.map((m) => m.close())));
+  return meshes as [Mesh, Mesh, Mesh];
+}
+
+/** What a host does with its inbox: announces go out to their delivery target, as given. */
+async function deliverAnnounces(session: MeshSession): Promise<{ target: DeliveryTarget; text: string }[]> {
+  const batch = await session.take();
+  await batch.confirm();
+  return batch.messages.filter((m) => m.kind === Kinds.announce).map((m) => {
+    const body = AnnounceBodySchema.parse(m.body);
+    return { target: body.deliveryTarget, text: body.text };
+  });
+}
+
+/** A takes a user message, delegates to B; B (working on it) delegates to C; C answers with an announce. */
+async function threeHops(a: MeshSession, host: HostContext, b: MeshSession, c: MeshSession, complete: Record<string, unknown>) {
+  const origin = originFromHostContext(a.address, host);
+  const d1 = await tool("mesh_delegate").execute({ sessionKey: b.sessionKey, instance: "gw-b", message: "get the April numbers" }, { session: a, ...(origin && { origin }) });
+  expect(d1.ok).toBe(true);
+  const bBatch = await b.take();
+  await bBatch.confirm();
+  const taskAB = bBatch.messages[0]!.taskId!;
+  // B's own host context points at its own channel; the work it does for A keeps A's origin.
+  const bOwn = originFromHostContext(b.address, { deliveryContext: { channel: "discord", to: "channel:b-home" } });
+  const d2 = await tool("mesh_delegate").execute({ sessionKey: c.sessionKey, instance: "gw-c", message: "crunch them" }, { session: b, ...(bOwn && { origin: bOwn }) });
+  expect(d2.ok).toBe(true);
+  const cBatch = await c.take();
+  await cBatch.confirm();
+  const taskBC = cBatch.messages[0]!.taskId!;
+  expect(cBatch.messages[0]!.envelope.origin).toEqual(origin);
+  const done = await tool("mesh_complete").execute({ taskId: taskBC, status: "completed", ...complete }, { session: c });
+  return { origin, taskAB, taskBC, done };
+}
+
+const CASES: [string, string, HostContext, DeliveryTarget][] = [
+  [
+    "a Telegram DM reply chain",
+    "agent:main:telegram:direct:8035547811",
+    { messageChannel: "telegram", agentAccountId: "bot-main", deliveryContext: { channel: "telegram", to: "8035547811", accountId: "bot-main" }, message: { messageId: 4711, replyToId: 4710 } },
+    { channel: "telegram", to: "8035547811", accountId: "bot-main", replyToMessageId: "4711" },
+  ],
+  [
+    "a Telegram forum topic",
+    "agent:main:telegram:group:-1001234567890:topic:42",
+    { messageChannel: "telegram", deliveryContext: { channel: "telegram", to: "-1001234567890", threadId: 42 }, message: { messageId: 99, threadId: 42 } },
+    { channel: "telegram", to: "-1001234567890", topicId: "42", replyToMessageId: "99" },
+  ],
+  [
+    "a Discord thread",
+    "agent:main:discord:channel:1100000000000000001:thread:1200000000000000002",
+    { messageChannel: "discord", deliveryContext: { channel: "discord", to: "channel:1100000000000000001", accountId: "default", threadId: "1200000000000000002" }, message: { messageId: "1300" } },
+    { channel: "discord", to: "channel:1100000000000000001", accountId: "default", threadId: "1200000000000000002" },
+  ],
+  [
+    "a Slack thread",
+    "agent:main:slack:channel:c0123abc:thread:1700000000.000100",
+    { messageChannel: "slack", deliveryContext: { channel: "slack", to: "C0123ABC", threadId: "1700000000.000100" }, message: { messageId: "1700000000.000200", threadId: "1700000000.000100" } },
+    { channel: "slack", to: "C0123ABC", threadId: "1700000000.000100" },
+  ],
+];
+
+describe("origin through three hops", () => {
+  it.each(CASES)("announces into %s, where the conversation started", async (_name, userKey, host, expected) => {
+    const [ma, mb, mc] = await threeGateways();
+    const a = await ma.openSession(userKey);
+    const b = await mb.openSession("agent:planner:main");
+    const c = await mc.openSession("agent:analyst:main");
+    cleanups.push(() => Promise.all([a.close(), b.close(), c.close()]));
+
+    const { origin, taskAB } = await threeHops(a, host, b, c, { result: "April: 412 units billed", action: "announce" });
+    expect(origin).toMatchObject({ ...expected, session: { instance: "gw-a" } });
+
+    const announced = await deliverAnnounces(a);
+    expect(announced).toEqual([{ target: expected, text: "April: 412 units billed" }]);
+
+    // B tells A it is done with a legacy token amid chatter: A gets the completion, nothing is announced, no token leaks.
+    const bDone = await tool("mesh_complete").execute({ taskId: taskAB, status: "completed", result: "🎯 Result received. REPLY_SKIP" }, { session: b });
+    expect(bDone.text).toContain("(silently: nothing posted)");
+    const aInbox = await a.take();
+    await aInbox.confirm();
+    expect(aInbox.messages.map((m) => [m.kind, m.envelope.action, (m.body as { result?: string }).result])).toEqual([[Kinds.taskComplete, "skip", "🎯 Result received."]]);
+  });
+});
+
+describe("routing overrides", () => {
+  it("lets an allowed override win over the inherited origin", async () => {
+    const [ma, mb, mc] = await threeGateways();
+    const a = await ma.openSession("agent:main:telegram:direct:8035547811");
+    const b = await mb.openSession("agent:planner:main");
+    const c = await mc.openSession("agent:analyst:main");
+    cleanups.push(() => Promise.all([a.close(), b.close(), c.close()]));
+    await threeHops(a, CASES[0]![2], b, c, { result: "posted to ops", action: "announce", announceTarget: "telegram:-100777", announceThreadId: "12" });
+    // Same platform: the conversation's bot account carries over to the new chat.
+    expect(await deliverAnnounces(a)).toEqual([{ target: { channel: "telegram", to: "-100777", accountId: "bot-main", topicId: "12" }, text: "posted to ops" }]);
+  });
+
+  it("refuses a forbidden override with a clear error and delivers nothing", async () => {
+    const [ma, mb, mc] = await threeGateways();
+    const a = await ma.openSession("agent:main:telegram:direct:8035547811");
+    const b = await mb.openSession("agent:planner:main");
+    const c = await mc.openSession("agent:analyst:main");
+    cleanups.push(() => Promise.all([a.close(), b.close(), c.close()]));
+    const { taskBC, done } = await threeHops(a, CASES[0]![2], b, c, { result: "leak", action: "announce", announceTarget: "telegram:-100666" });
+    expect(done).toMatchObject({ ok: false, details: { error: "forbidden_route" } });
+    expect(done.text).toContain("announcing to telegram:-100666 is not allowed: the channel policy denies it (telegram:-100666). Nothing was sent");
+    const elsewhere = await c.complete({ taskId: taskBC, state: "completed", result: "x", action: "announce", announceTarget: "discord:999" }).catch((e: unknown) => e);
+    expect(elsewhere).toBeInstanceOf(ForbiddenRouteError);
+    expect((elsewhere as Error).message).toContain("the channel policy allows only telegram:-100*, slack:C0OPS*");
+
+    // Nothing recorded, nothing delivered: the task is still open, no inbox got anything.
+    expect((await (await mc.registry()).get(taskBC))?.record.state).toBe("submitted");
+    expect((await b.take()).messages).toEqual([]);
+    expect(await deliverAnnounces(a)).toEqual([]);
+  });
+
+  it("allows a thread override inside the conversation's own chat without a policy entry", async () => {
+    const [ma, mb, mc] = await threeGateways();
+    const a = await ma.openSession("agent:main:slack:channel:c0123abc:thread:1700000000.000100");
+    const b = await mb.openSession("agent:planner:main");
+    const c = await mc.openSession("agent:analyst:main");
+    cleanups.push(() => Promise.all([a.close(), b.close(), c.close()]));
+    await threeHops(a, CASES[3]![2], b, c, { result: "in a new thread", action: "announce", announceThreadId: "1700000000.999999" });
+    expect(await deliverAnnounces(a)).toEqual([{ target: { channel: "slack", to: "C0123ABC", threadId: "1700000000.999999" }, text: "in a new thread" }]);
+  });
+
+  it("rejects a policy file with a clear error naming the field", async () => {
+    const bad = join(mkdtempSync(join(tmpdir(), "clawmesh-policy-")), "bad.json");
+    writeFileSync(bad, JSON.stringify({ announce: { allow: ["no-colon"] } }));
+    await expect(openMesh(server, { prefix: uniquePrefix(), instance: "gw1", channelPolicyFile: bad })).rejects.toThrow(/invalid channel policy .*bad\.json: announce\.allow\.0: a pattern is <platform>:<chat>/);
+  });
+});
+
