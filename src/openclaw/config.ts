@@ -1,0 +1,22 @@
+/** The plugin's configuration (`plugins.entries.clawmesh.config`): one zod schema, also the manifest's JSON Schema. */
+import { z } from "zod";
+
+export const PluginConfigSchema = z
+  .object({
+    /** This gateway's instance id: part of every session address (`agent:main:main` exists in every gateway). */
+    instance: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/).describe("This gateway's instance id (a-z 0-9 _ -)"),
+    servers: z.union([z.string(), z.array(z.string())]).optional().describe("NATS server URL(s); default nats://127.0.0.1:4222"),
+    credsFile: z.string().optional().describe("NATS credentials file for this instance"),
+    prefix: z.string().optional().describe("Subject prefix (default mesh)"),
+    channelPolicyFile: z.string().optional().describe("JSON channel policy for announce overrides"),
+    routeSessionsSend: z.boolean().optional().describe("Send built-in sessions_send calls through the mesh (default false)"),
+    routeSessionsSpawn: z.boolean().optional().describe("Report sessions_spawn children's completions through the mesh instead of the native announce (default true)"),
+  })
+  .strict();
+
+export type PluginConfig = z.infer<typeof PluginConfigSchema>;
+
+export function pluginConfigJsonSchema(): Record<string, unknown> {
+  const { $schema: _s, ...schema } = z.toJSONSchema(PluginConfigSchema, { io: "input" }) as Record<string, unknown>;
+  return schema;
+}

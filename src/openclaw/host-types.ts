@@ -1,0 +1,75 @@
+/**
+ * The slice of OpenClaw's plugin API the mesh uses (openclaw 2026.9.x), typed here so the library
+ * builds and tests on Node 20 without OpenClaw installed.
+ */
+export type RegistrationMode = "full" | "discovery" | "tool-discovery" | "setup-only" | "setup-runtime" | "cli-metadata";
+
+export interface HostLogger {
+  debug?(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export interface ToolFactoryContext {
+  readonly agentId?: string;
+  readonly sessionKey?: string;
+  readonly sessionId?: string;
+  readonly messageChannel?: string;
+  readonly agentAccountId?: string;
+  readonly deliveryContext?: { channel?: string; to?: string; accountId?: string; threadId?: string | number };
+  readonly nativeChannelId?: string;
+}
+
+export interface HostToolResult {
+  content: { type: "text"; text: string }[];
+  details: unknown;
+}
+
+export interface HostTool {
+  name: string;
+  label: string;
+  description: string;
+  parameters: Record<string, unknown>;
+  execute(toolCallId: string, params: unknown, signal?: AbortSignal): Promise<HostToolResult>;
+}
+
+export interface AgentHookContext {
+  readonly runId?: string;
+  readonly agentId?: string;
+  readonly sessionKey?: string;
+  readonly sessionId?: string;
+  readonly channel?: string;
+  readonly channelId?: string;
+  readonly senderId?: string;
+}
+
+export interface SubagentHookContext {
+  readonly runId?: string;
+  readonly childSessionKey?: string;
+  readonly requesterSessionKey?: string;
+}
+
+export interface HookHandlers {
+  gateway_stop: (event: { reason?: string }, ctx: unknown) => void | Promise<void>;
+  before_prompt_build: (event: { prompt?: string }, ctx: AgentHookContext) => Promise<{ prependContext?: string } | void>;
+  agent_end: (event: { success?: boolean; error?: string }, ctx: AgentHookContext) => void | Promise<void>;
+  before_tool_call: (
+    event: { toolName: string; params: Record<string, unknown> },
+    ctx: AgentHookContext & { toolName?: string },
+  ) => Promise<{ params?: Record<string, unknown>; block?: boolean; blockReason?: string } | void>;
+  tool_result_persist: (event: Record<string, unknown>, ctx: AgentHookContext) => unknown;
+  subagent_spawned: (event: { childSessionKey: string; label?: string }, ctx: SubagentHookContext) => void | Promise<void>;
+  subagent_ended: (event: { targetSessionKey: string; outcome?: string; error?: string }, ctx: SubagentHookContext) => void | Promise<void>;
+  message_sending: (event: { content: string }, ctx: unknown) => { content?: string; cancel?: boolean } | void;
+  session_end: (event: { sessionKey?: string }, ctx: { sessionKey?: string }) => void | Promise<void>;
+}
+
+export interface PluginApi {
+  readonly registrationMode?: RegistrationMode;
+  readonly pluginConfig?: Record<string, unknown>;
+  readonly logger: HostLogger;
+  registerTool(factory: (ctx: ToolFactoryContext) => HostTool | null, opts: { name: string }): void;
+  registerService(service: { id: string; start(ctx: unknown): Promise<void> | void; stop?(ctx: unknown): Promise<void> | void }): void;
+  on<K extends keyof HookHandlers>(hook: K, handler: HookHandlers[K], opts?: Record<string, unknown>): void;
+}

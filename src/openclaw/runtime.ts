@@ -1,0 +1,102 @@
+/**
+ * What the plugin holds inside one gateway process: one NATS connection (a Mesh) and the open run
+ * of every session that is mid-turn. Tools and hooks reach the mesh only through here.
+ */
+import { readFileSync } from "node:fs";
+import { credsAuthenticator } from "@nats-io/transport-node";
+import { Mesh } from "../mesh.js";
+import { MeshError } from "../errors.js";
+import type { MeshSession } from "../session/index.js";
+import type { TurnOutcome } from "../wire/index.js";
+import type { PluginConfig } from "./config.js";
+import type { HostLogger } from "./host-types.js";
+
+export class MeshUnavailableError extends MeshError {
+  constructor(detail: string) {
+    super("mesh_unavailable", `the clawmesh message bus is unreachable right now (${detail}). Nothing was sent; try again shortly or tell the user.`);
+  }
+}
+
+export class MeshRuntime {
+  private mesh: Mesh | undefined;
+  private connecting: Promise<Mesh> | undefined;
+  private lastError = "not connected yet";
+  private readonly runs = new Map<string, Promise<MeshSession>>();
+
+  constructor(
+    readonly config: PluginConfig,
+    private readonly logger: HostLogger,
+  ) {}
+
+  /** Connect (service start). A failure is logged clearly and retried on the next use. */
+  async start(): Promise<void> {
+    await this.connection().catch(() => undefined);
+  }
+
+  private connection(): Promise<Mesh> {
+    if (this.mesh && !this.mesh.ctx.nc.isClosed()) return Promise.resolve(this.mesh);
+    this.connecting ??= Mesh.connect({
+      instance: this.config.instance,
+      ...(this.config.servers !== undefined && { servers: this.config.servers }),
+      ...(this.config.prefix !== undefined && { prefix: this.config.prefix }),
+      ...(this.config.channelPolicyFile !== undefined && { channelPolicyFile: this.config.channelPolicyFile }),
+      connection: {
+        name: `clawmesh-openclaw-${this.config.instance}`,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 500,
+        timeout: 3000,
+        ...(this.config.credsFile !== undefined && { authenticator: credsAuthenticator(readFileSync(this.config.credsFile)) }),
+      },
+    })
+      .then((m) => {
+        this.mesh = m;
+        this.logger.info(`clawmesh: connected to NATS as instance ${this.config.instance}`);
+        return m;
+      })
+      .catch((err: unknown) => {
+        this.lastError = err instanceof Error ? err.message : String(err);
+        this.logger.error(`clawmesh: cannot reach NATS at ${JSON.stringify(this.config.servers ?? "nats://127.0.0.1:4222")}: ${this.lastError}`);
+        throw new MeshUnavailableError(this.lastError);
+      })
+      .finally(() => {
+        this.connecting = undefined;
+      });
+    return this.connecting;
+  }
+
+  async meshOrThrow(): Promise<Mesh> {
+    const m = await this.connection();
+    if (m.ctx.nc.isClosed()) throw new MeshUnavailableError("connection closed");
+    return m;
+  }
+
+  /** The session's open run, opened on first use in a turn. */
+  runFor(sessionKey: string): Promise<MeshSession> {
+    let run = this.runs.get(sessionKey);
+    if (!run) {
+      run = this.meshOrThrow().then((m) => m.openSession(sessionKey, { waitMs: 30_000 }));
+      this.runs.set(sessionKey, run);
+      run.catch(() => this.runs.delete(sessionKey));
+    }
+    return run;
+  }
+
+  hasRun(sessionKey: string): boolean {
+    return this.runs.has(sessionKey);
+  }
+
+  /** End a session's run (turn end): release the lease, record how the turn went. */
+  async endRun(sessionKey: string, turn?: { outcome: TurnOutcome; error?: string }): Promise<void> {
+    const run = this.runs.get(sessionKey);
+    if (!run) return;
+    this.runs.delete(sessionKey);
+    const session = await run.catch(() => undefined);
+    await session?.close(turn);
+  }
+
+  async stop(): Promise<void> {
+    for (const key of [...this.runs.keys()]) await this.endRun(key).catch(() => undefined);
+    await this.mesh?.close();
+    this.mesh = undefined;
+  }
+}

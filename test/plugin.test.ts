@@ -1,0 +1,111 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { registerClawmesh } from "../src/openclaw/register.js";
+import { pluginConfigJsonSchema } from "../src/openclaw/config.js";
+import type { HookHandlers, HostTool, PluginApi, ToolFactoryContext } from "../src/openclaw/host-types.js";
+import { meshTools, type Mesh } from "../src/index.js";
+import { startTestServer, type TestServer } from "./harness/server.js";
+import { openMesh, uniquePrefix } from "./harness/mesh.js";
+
+let server: TestServer;
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(async () => {
+  await server.dispose();
+});
+
+/** A stand-in for OpenClaw's registration API that records what the plugin registers. */
+function fakeApi(pluginConfig: Record<string, unknown>, registrationMode: PluginApi["registrationMode"] = "full") {
+  const tools = new Map<string, (ctx: ToolFactoryContext) => HostTool | null>();
+  const hooks = new Map<string, (...args: never[]) => unknown>();
+  const services: { id: string; start(ctx: unknown): unknown; stop?(ctx: unknown): unknown }[] = [];
+  const logs: string[] = [];
+  const api: PluginApi = {
+    registrationMode,
+    pluginConfig,
+    logger: { info: (m) => logs.push(`info ${m}`), warn: (m) => logs.push(`warn ${m}`), error: (m) => logs.push(`error ${m}`) },
+    registerTool: (factory, opts) => tools.set(opts.name, factory),
+    registerService: (s) => services.push(s),
+    on: (name, handler) => hooks.set(name, handler as never),
+  };
+  const hook = <K extends keyof HookHandlers>(name: K) => hooks.get(name) as HookHandlers[K];
+  return { api, tools, hooks, hook, services, logs };
+}
+
+describe("OpenClaw plugin", () => {
+  it("ships a manifest whose config schema and tool list come from the code", () => {
+    const manifest = JSON.parse(readFileSync(new URL("../openclaw.plugin.json", import.meta.url), "utf8")) as { id: string; configSchema: unknown; contracts: { tools: string[] } };
+    expect(manifest.id).toBe("clawmesh");
+    expect(manifest.configSchema).toEqual(pluginConfigJsonSchema());
+    expect(manifest.contracts.tools).toEqual(meshTools.map((t) => t.name));
+    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { openclaw: { extensions: string[] }; dependencies: Record<string, string> };
+    expect(pkg.openclaw.extensions).toEqual(["./dist/openclaw/plugin.js"]);
+    expect(pkg.dependencies.openclaw).toBeUndefined();
+  });
+
+  it("registers every tool in discovery mode but opens nothing", () => {
+    const f = fakeApi({ instance: "gw1" }, "discovery");
+    registerClawmesh(f.api);
+    expect([...f.tools.keys()]).toEqual(meshTools.map((t) => t.name));
+    expect(f.services).toEqual([]);
+    expect(f.hooks.size).toBe(0);
+  });
+
+  it("rejects a bad plugin config naming the field", () => {
+    expect(() => registerClawmesh(fakeApi({ instance: "GW 1" }).api)).toThrow(/invalid clawmesh plugin config: instance:/);
+    expect(() => registerClawmesh(fakeApi({ instance: "gw1", bogus: 1 }).api)).toThrow(/Unrecognized key/);
+  });
+
+  it("runs a tool for the calling session from OpenClaw's context, and surfaces the reply into that session's next prompt once", async () => {
+    const prefix = uniquePrefix();
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix });
+    const runtime = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    const other: Mesh = await openMesh(server, { prefix, instance: "gw2" });
+
+    const send = f.tools.get("mesh_send")!({ agentId: "main", sessionKey: "agent:main:main", deliveryContext: { channel: "telegram", to: "42" } })!;
+    const out = await send.execute("call1", { sessionKey: "agent:main:main", instance: "gw2", message: "hello from gw1" });
+    expect(out.content[0]!.text).toContain("delivered to the inbox of gw2/agent:main:main");
+
+    const peer = await other.openSession("agent:main:main");
+    const batch = await peer.take();
+    expect(batch.messages[0]!.envelope.origin).toMatchObject({ channel: "telegram", to: "42", session: { instance: "gw1" } });
+    await peer.reply(batch.messages[0]!, "hello back");
+    await batch.confirm();
+
+    await f.hook("agent_end")({ success: true }, { sessionKey: "agent:main:main" });
+    const first = await f.hook("before_prompt_build")({}, { sessionKey: "agent:main:main" });
+    expect(first?.prependContext).toContain("[reply from agent:main:main @gw2");
+    expect(first?.prependContext).toContain("hello back");
+    const again = await f.hook("before_prompt_build")({}, { sessionKey: "agent:main:main" });
+    expect(again).toBeUndefined();
+
+    await peer.close();
+    await other.close();
+    await runtime.stop();
+  });
+
+  it("turns off the native announce of sessions_spawn and strips legacy tokens from outbound text", async () => {
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix: uniquePrefix() });
+    const runtime = registerClawmesh(f.api)!;
+    const rewritten = await f.hook("before_tool_call")({ toolName: "sessions_spawn", params: { task: "x", completionTarget: "parent" } }, {});
+    expect(rewritten).toEqual({ params: { task: "x", expectsCompletionMessage: false } });
+    expect(await f.hook("before_tool_call")({ toolName: "read", params: { path: "a" } }, {})).toBeUndefined();
+    expect(f.hook("message_sending")({ content: "🎯 Result received. REPLY_SKIP" }, {})).toEqual({ cancel: true });
+    expect(f.hook("message_sending")({ content: "Here you go. ANNOUNCE_SKIP" }, {})).toEqual({ content: "Here you go." });
+    expect(f.hook("message_sending")({ content: "plain text" }, {})).toBeUndefined();
+    await runtime.stop();
+  });
+
+  it("gives the model a clear error when NATS is down, and keeps going", async () => {
+    const f = fakeApi({ instance: "gw1", servers: "nats://127.0.0.1:1", prefix: uniquePrefix() });
+    const runtime = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    expect(f.logs.some((l) => l.startsWith("error clawmesh: cannot reach NATS at"))).toBe(true);
+    const send = f.tools.get("mesh_send")!({ sessionKey: "agent:main:main" })!;
+    await expect(send.execute("c1", { agentId: "x", message: "hi" })).rejects.toThrow(/clawmesh message bus is unreachable right now/);
+    expect(await f.hook("before_prompt_build")({}, { sessionKey: "agent:main:main" })).toBeUndefined();
+    await runtime.stop();
+  });
+});
