@@ -39,6 +39,7 @@ describe("OpenClaw plugin", () => {
     expect(manifest.id).toBe("clawmesh");
     expect(manifest.configSchema).toEqual(pluginConfigJsonSchema());
     expect(manifest.contracts.tools).toEqual(meshTools.map((t) => t.name));
+    expect((manifest.contracts as { agentToolResultMiddleware?: string[] }).agentToolResultMiddleware).toEqual(["openclaw"]);
     const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { openclaw: { extensions: string[] }; dependencies: Record<string, string> };
     expect(pkg.openclaw.extensions).toEqual(["./dist/openclaw/plugin.js"]);
     expect(pkg.dependencies.openclaw).toBeUndefined();
@@ -90,7 +91,7 @@ describe("OpenClaw plugin", () => {
     const f = fakeApi({ instance: "gw1", servers: server.url, prefix: uniquePrefix() });
     const runtime = registerClawmesh(f.api)!;
     const rewritten = await f.hook("before_tool_call")({ toolName: "sessions_spawn", params: { task: "x", completionTarget: "parent" } }, {});
-    expect(rewritten).toEqual({ params: { task: "x", expectsCompletionMessage: false } });
+    expect(rewritten).toEqual({ params: { task: "x", completionTarget: undefined, expectsCompletionMessage: false } });
     expect(await f.hook("before_tool_call")({ toolName: "read", params: { path: "a" } }, {})).toBeUndefined();
     expect(f.hook("message_sending")({ content: "🎯 Result received. REPLY_SKIP" }, {})).toEqual({ cancel: true });
     expect(f.hook("message_sending")({ content: "Here you go. ANNOUNCE_SKIP" }, {})).toEqual({ content: "Here you go." });

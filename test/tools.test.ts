@@ -30,7 +30,7 @@ describe("tool adapter", () => {
     expect(meshTools.map((t) => t.name)).toEqual(["mesh_send", "mesh_delegate", "mesh_complete", "mesh_await", "mesh_inbox", "mesh_sessions", "mesh_watch"]);
     const send = tool("mesh_send").parameters as { type: string; properties: Record<string, { type: string }>; required: string[] };
     expect(send.type).toBe("object");
-    expect(Object.keys(send.properties)).toEqual(["sessionKey", "channel", "agentId", "instance", "message", "timeoutSeconds", "announceTarget", "announceThreadId"]);
+    expect(Object.keys(send.properties)).toEqual(["sessionKey", "channel", "agentId", "instance", "message", "replyTo", "timeoutSeconds", "announceTarget", "announceThreadId"]);
     const complete = tool("mesh_complete").parameters as { properties: Record<string, { enum?: string[]; description?: string }> };
     expect(complete.properties.action!.enum).toEqual(["reply", "skip", "announce"]);
     expect(complete.properties.announceTarget!.description).toContain("channel policy");

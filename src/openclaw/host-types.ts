@@ -65,8 +65,29 @@ export interface HookHandlers {
   session_end: (event: { sessionKey?: string }, ctx: { sessionKey?: string }) => void | Promise<void>;
 }
 
+export interface ToolResultMiddlewareEvent {
+  readonly toolCallId?: string;
+  readonly toolName: string;
+  readonly isError?: boolean;
+  readonly result: { content: { type: string; text?: string }[]; details?: unknown };
+}
+
 export interface PluginApi {
   readonly registrationMode?: RegistrationMode;
+  /** OpenClaw's in-process runtime helpers (only the part the mesh reads). */
+  readonly runtime?: {
+    readonly subagent?: {
+      getSessionMessages?(req: { sessionKey: string; limit?: number }): Promise<{ messages: unknown[] }>;
+    };
+  };
+  /**
+   * Rewrites a tool's result before the next model request of the same turn sees it (any tool).
+   * Needs `contracts.agentToolResultMiddleware: ["openclaw"]` in the manifest.
+   */
+  registerAgentToolResultMiddleware?(
+    handler: (event: ToolResultMiddlewareEvent, ctx: { sessionKey?: string; agentId?: string; runId?: string }) => Promise<{ result: ToolResultMiddlewareEvent["result"] } | void>,
+    opts?: Record<string, unknown>,
+  ): void;
   readonly pluginConfig?: Record<string, unknown>;
   readonly logger: HostLogger;
   registerTool(factory: (ctx: ToolFactoryContext) => HostTool | null, opts: { name: string }): void;

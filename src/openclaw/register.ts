@@ -30,10 +30,46 @@ export async function surfacePending(run: MeshSession): Promise<string | undefin
   return block;
 }
 
+/**
+ * OpenClaw calls register() for several registries in one gateway process (discovery, full, per
+ * agent run). They must all share one connection and one table of open runs, or two of them would
+ * contend for the same session's lease.
+ */
+const RUNTIMES = Symbol.for("clawmesh.openclaw.runtimes");
+function sharedRuntime(config: PluginConfig, api: PluginApi): MeshRuntime {
+  const g = globalThis as { [RUNTIMES]?: Map<string, MeshRuntime> };
+  const table = (g[RUNTIMES] ??= new Map());
+  const key = JSON.stringify(config);
+  let runtime = table.get(key);
+  if (!runtime || runtime.stopped) {
+    runtime = new MeshRuntime(config, api.logger);
+    table.set(key, runtime);
+  }
+  return runtime;
+}
+
+/** The child's final answer, read from its transcript (the subagent_ended hook carries no text). */
+async function lastAssistantText(api: PluginApi, sessionKey: string): Promise<string | undefined> {
+  const read = api.runtime?.subagent?.getSessionMessages;
+  if (!read) return undefined;
+  try {
+    const { messages } = await read({ sessionKey, limit: 50 });
+    for (let i = messages.length - 1; i >= 0; i--) {
+      const m = messages[i] as { role?: string; content?: unknown };
+      if (m.role !== "assistant") continue;
+      const text = typeof m.content === "string" ? m.content : Array.isArray(m.content) ? m.content.map((p: { text?: string }) => p?.text ?? "").join("") : "";
+      if (text.trim()) return text;
+    }
+  } catch (err) {
+    api.logger.warn(`clawmesh: could not read the reply of ${sessionKey}: ${String(err)}`);
+  }
+  return undefined;
+}
+
 export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
   // Discovery loads only want the tool list; sockets and services belong to the full load.
   const config: PluginConfig = parseInput(PluginConfigSchema, api.pluginConfig ?? {}, "clawmesh plugin config");
-  const runtime = new MeshRuntime(config, api.logger);
+  const runtime = sharedRuntime(config, api);
   const live = api.registrationMode === undefined || api.registrationMode === "full";
 
   for (const tool of meshTools) {
@@ -75,6 +111,20 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
     }
   });
 
+  // Mid-turn: whatever arrived while a tool ran (any tool, not only the mesh's) rides along with that
+  // tool's result, which is what the turn's next model request is built from.
+  api.registerAgentToolResultMiddleware?.(async (event, ctx) => {
+    if (!ctx.sessionKey || !runtime.hasRun(ctx.sessionKey)) return undefined;
+    try {
+      const block = await surfacePending(await runtime.runFor(ctx.sessionKey));
+      if (!block) return undefined;
+      return { result: { ...event.result, content: [...event.result.content, { type: "text", text: block }] } };
+    } catch (err) {
+      api.logger.warn(`clawmesh: could not surface pending messages after ${event.toolName}: ${String(err)}`);
+      return undefined;
+    }
+  });
+
   api.on("agent_end", async (event, ctx) => {
     if (!ctx.sessionKey) return;
     const outcome = event.success ? "ok" : event.error ? "error" : "interrupted";
@@ -85,8 +135,8 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
     if (event.toolName === "sessions_spawn" && config.routeSessionsSpawn !== false) {
       // The child's completion travels through the mesh (subagent_ended); the native announce is
       // switched off so a result is never delivered twice.
-      const { completionTarget: _t, ...rest } = event.params;
-      return { params: { ...rest, expectsCompletionMessage: false } };
+      // OpenClaw merges returned params over the originals: clear completionTarget explicitly.
+      return { params: { ...event.params, completionTarget: undefined, expectsCompletionMessage: false } };
     }
     if (event.toolName === "sessions_send" && config.routeSessionsSend === true && ctx.sessionKey) {
       const p = event.params as { sessionKey?: string; agentId?: string; message?: string };
@@ -109,11 +159,12 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
     const mesh = await runtime.meshOrThrow().catch(() => undefined);
     if (!mesh) return;
     const ok = event.outcome === undefined || event.outcome === "ok";
+    const reply = ok ? await lastAssistantText(api, event.targetSessionKey) : undefined;
     await mesh.finishChildSession({
       parent: ctx.requesterSessionKey,
       child: event.targetSessionKey,
       state: ok ? "completed" : "failed",
-      ...(ok ? { result: `child session ${event.targetSessionKey} finished` } : { error: event.error ?? `ended: ${event.outcome}` }),
+      ...(ok ? { result: reply ?? `child session ${event.targetSessionKey} finished without a reply` } : { error: event.error ?? `ended: ${event.outcome}` }),
     });
   });
 

@@ -30,6 +30,7 @@ export class MeshRuntime {
 
   /** Connect (service start). A failure is logged clearly and retried on the next use. */
   async start(): Promise<void> {
+    this.stopped = false;
     await this.connection().catch(() => undefined);
   }
 
@@ -94,7 +95,10 @@ export class MeshRuntime {
     await session?.close(turn);
   }
 
+  stopped = false;
+
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const key of [...this.runs.keys()]) await this.endRun(key).catch(() => undefined);
     await this.mesh?.close();
     this.mesh = undefined;

@@ -84,6 +84,8 @@ export class MeshSession {
   private readonly running = new AbortController();
   /** Origins of task requests this run has taken and not finished: what its delegations inherit. */
   private readonly openTaskOrigins = new Map<string, Origin>();
+  /** Senders of messages this run surfaced, so a reply can name just the message it answers. */
+  private readonly recentSenders = new Map<string, Envelope["from"]>();
 
   private readonly registry: TaskRegistry;
 
@@ -108,6 +110,8 @@ export class MeshSession {
   async take(opts?: TakeOptions): Promise<InboxBatch> {
     const batch = await this.inbox.take(opts);
     for (const m of batch.messages) {
+      this.recentSenders.set(m.id, m.from);
+      if (this.recentSenders.size > 1000) this.recentSenders.delete(this.recentSenders.keys().next().value!);
       if (m.kind === Kinds.taskRequest && m.taskId && m.envelope.origin) this.openTaskOrigins.set(m.taskId, m.envelope.origin);
     }
     return batch;
@@ -183,6 +187,11 @@ export class MeshSession {
 
   private signalFor(signal: AbortSignal | undefined): AbortSignal {
     return signal ? AbortSignal.any([signal, this.running.signal]) : this.running.signal;
+  }
+
+  /** The sender of a message this run surfaced (undefined when this run has not seen it). */
+  senderOf(messageId: string): Envelope["from"] | undefined {
+    return this.recentSenders.get(messageId);
   }
 
   /** Answer a message: lands in the asker's inbox (or inline, if it is still waiting). */

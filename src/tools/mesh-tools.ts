@@ -57,11 +57,24 @@ export const meshSend = defineTool({
     "Send a message to another agent session (on this or another gateway). It is stored durably in the recipient's inbox. " +
     "By default it does not wait; with timeoutSeconds > 0 a reply that arrives in time is returned inline, otherwise the reply is delivered to this session later.",
   schema: z
-    .object({ ...target, message: z.string().min(1).describe("The message text"), timeoutSeconds: timeoutSeconds.describe("Seconds to wait for an inline reply (0-600, default 0)"), ...overrides })
+    .object({
+      ...target,
+      message: z.string().min(1).describe("The message text"),
+      replyTo: z.string().min(1).max(64).optional().describe("Id of a message you received (shown as [mesh id=...]) that this answers; the answer goes back to its sender"),
+      timeoutSeconds: timeoutSeconds.describe("Seconds to wait for an inline reply (0-600, default 0)"),
+      ...overrides,
+    })
     .strict()
-    .refine(needsTarget, targetIssue)
+    .refine((p) => p.replyTo !== undefined || needsTarget(p), targetIssue)
     .refine(oneTarget, oneTargetIssue),
   async run(p, ctx) {
+    if (p.replyTo !== undefined) {
+      const sender = ctx.session.senderOf(p.replyTo);
+      const to = sender ?? (needsTarget(p) ? await resolveTarget(p, ctx) : undefined);
+      if (!to) return { ok: false, text: `mesh_send was not run: message ${p.replyTo} was not shown in this run; give sessionKey (and instance) of its sender too.`, details: { error: "unknown_message" } };
+      const r = await ctx.session.reply({ id: p.replyTo, from: to }, p.message);
+      return { ok: true, text: `Reply to ${p.replyTo} delivered to ${describeAddress(to)} (id ${r.id}). Nothing more to do for it.`, details: { replied: p.replyTo, id: r.id } };
+    }
     const to = await resolveTarget(p, ctx);
     const out = await ctx.session.send({ to, body: p.message, waitMs: (p.timeoutSeconds ?? 0) * 1000, ...routing(p, ctx), ...(ctx.signal && { signal: ctx.signal }) });
     if (out.status === "replied") {
