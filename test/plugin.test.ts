@@ -45,12 +45,16 @@ describe("OpenClaw plugin", () => {
     expect(pkg.dependencies.openclaw).toBeUndefined();
   });
 
-  it("registers every tool in discovery mode but opens nothing", () => {
+  it("registers tools and hooks in discovery mode but no service, and nothing at all for metadata loads", () => {
     const f = fakeApi({ instance: "gw1" }, "discovery");
     registerClawmesh(f.api);
     expect([...f.tools.keys()]).toEqual(meshTools.map((t) => t.name));
     expect(f.services).toEqual([]);
-    expect(f.hooks.size).toBe(0);
+    expect(f.hooks.has("before_prompt_build")).toBe(true);
+    const meta = fakeApi({ instance: "gw1" }, "cli-metadata");
+    registerClawmesh(meta.api);
+    expect(meta.services).toEqual([]);
+    expect(meta.hooks.size).toBe(0);
   });
 
   it("rejects a bad plugin config naming the field", () => {

@@ -67,10 +67,13 @@ async function lastAssistantText(api: PluginApi, sessionKey: string): Promise<st
 }
 
 export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
-  // Discovery loads only want the tool list; sockets and services belong to the full load.
   const config: PluginConfig = parseInput(PluginConfigSchema, api.pluginConfig ?? {}, "clawmesh plugin config");
   const runtime = sharedRuntime(config, api);
-  const live = api.registrationMode === undefined || api.registrationMode === "full";
+  const mode = api.registrationMode ?? "full";
+  // Seen on openclaw 2026.9.6: agent runs dispatch hooks from the registry of a later
+  // "discovery" load in the same process, so hooks go into every runtime registry. They open
+  // nothing when registered; the one connection per process is the shared runtime's.
+  const hooksWanted = mode === "full" || mode === "discovery" || mode === "tool-discovery";
 
   for (const tool of meshTools) {
     api.registerTool(
@@ -81,9 +84,14 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
         parameters: tool.parameters,
         async execute(_toolCallId, params, signal) {
           if (!ctx.sessionKey) throw new Error(`${tool.name} needs a session: call it from an agent turn`);
-          const run = await runtime.runFor(ctx.sessionKey);
-          const origin = originFromHostContext(run.address, ctx);
-          const r = await tool.execute(params, { session: run, ...(origin && { origin }), ...(signal && { signal }) });
+          let r;
+          try {
+            const run = await runtime.runFor(ctx.sessionKey);
+            const origin = originFromHostContext(run.address, ctx);
+            r = await tool.execute(params, { session: run, ...(origin && { origin }), ...(signal && { signal }) });
+          } catch (err) {
+            throw runtime.explain(err);
+          }
           // OpenClaw grades a tool call by throwing, not by words in the result.
           if (!r.ok) throw new Error(r.text);
           return { content: [{ type: "text", text: r.text }], details: { clawmesh: r.details } };
@@ -92,13 +100,14 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
       { name: tool.name },
     );
   }
-  if (!live) return undefined;
-
-  api.registerService({
-    id: PLUGIN_ID,
-    start: () => runtime.start(),
-    stop: () => runtime.stop(),
-  });
+  if (!hooksWanted) return undefined;
+  if (mode === "full") {
+    api.registerService({
+      id: PLUGIN_ID,
+      start: () => runtime.start(),
+      stop: () => runtime.stop(),
+    });
+  }
 
   api.on("before_prompt_build", async (_event, ctx) => {
     if (!ctx.sessionKey) return;
@@ -123,7 +132,7 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
       api.logger.warn(`clawmesh: could not surface pending messages after ${event.toolName}: ${String(err)}`);
       return undefined;
     }
-  });
+  }, { runtimes: ["openclaw"] });
 
   api.on("agent_end", async (event, ctx) => {
     if (!ctx.sessionKey) return;

@@ -51,7 +51,9 @@ export class MeshRuntime {
     })
       .then((m) => {
         this.mesh = m;
+        this.connected = true;
         this.logger.info(`clawmesh: connected to NATS as instance ${this.config.instance}`);
+        void this.followStatus(m);
         return m;
       })
       .catch((err: unknown) => {
@@ -65,14 +67,37 @@ export class MeshRuntime {
     return this.connecting;
   }
 
+  /** False while the connection is down and the client is reconnecting. */
+  connected = false;
+
+  private async followStatus(m: Mesh): Promise<void> {
+    for await (const s of m.ctx.nc.status()) {
+      if (s.type === "disconnect") {
+        this.connected = false;
+        this.logger.warn(`clawmesh: lost the NATS connection; reconnecting (nothing accepted is lost)`);
+      } else if (s.type === "reconnect") {
+        this.connected = true;
+        this.logger.info(`clawmesh: reconnected to NATS`);
+      }
+    }
+  }
+
   async meshOrThrow(): Promise<Mesh> {
     const m = await this.connection();
     if (m.ctx.nc.isClosed()) throw new MeshUnavailableError("connection closed");
+    if (!this.connected) throw new MeshUnavailableError("connection lost, reconnecting");
     return m;
   }
 
+  /** Rephrase a failure that happened because the bus went away. */
+  explain(err: unknown): unknown {
+    if (err instanceof MeshUnavailableError || this.connected) return err;
+    return new MeshUnavailableError(`connection lost, reconnecting; ${err instanceof Error ? err.message : String(err)}`);
+  }
+
   /** The session's open run, opened on first use in a turn. */
-  runFor(sessionKey: string): Promise<MeshSession> {
+  async runFor(sessionKey: string): Promise<MeshSession> {
+    await this.meshOrThrow();
     let run = this.runs.get(sessionKey);
     if (!run) {
       run = this.meshOrThrow().then((m) => m.openSession(sessionKey, { waitMs: 30_000 }));

@@ -4,7 +4,7 @@
  * port, loads clawmesh from this checkout (dist/, so build first), and talks to a scripted model.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -80,8 +80,10 @@ export class Gateway {
 
   get env(): NodeJS.ProcessEnv {
     const state = join(this.home, "state");
+    // The test runner's own variables (VITEST*, NODE_ENV=test) switch OpenClaw into its test mode.
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("VITEST") && k !== "NODE_ENV" && k !== "TEST"));
     return {
-      ...process.env,
+      ...inherited,
       PATH: `${this.install.binDir}:${process.env.PATH}`,
       HOME: this.home,
       OPENCLAW_HOME: this.home,
@@ -145,8 +147,10 @@ export class Gateway {
       detached: true,
     });
     this.child = child;
+    const debugFile = process.env.CLAWMESH_E2E_DEBUG ? join(tmpdir(), `clawmesh-e2e-${this.opts.instance}.log`) : undefined;
     const keep = (d: Buffer) => {
       this.log = (this.log + d.toString()).slice(-20_000);
+      if (debugFile) appendFileSync(debugFile, d);
     };
     child.stdout?.on("data", keep);
     child.stderr?.on("data", keep);

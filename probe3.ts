@@ -1,0 +1,18 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LocalNatsServer } from "./src/server/local-server.js";
+import { Mesh } from "./src/index.js";
+import { ensureOpenClaw, Gateway } from "./test/e2e/openclaw.js";
+import { ScriptedModel, lastUserText } from "./test/e2e/model-server.js";
+const nats = await LocalNatsServer.start({ storeDir: mkdtempSync(join(tmpdir(), "probe-")) });
+const model = new ScriptedModel();
+const modelPort = await model.start();
+const install = await ensureOpenClaw();
+const gw = await Gateway.start(install, { instance: "gw-a", natsUrl: nats.url, prefix: "e2e", modelPort });
+const m = await Mesh.connect({ servers: nats.url, prefix: "e2e", instance: "gw-b" });
+await m.send({ from: "agent:x:main", to: { sessionKey: "agent:main:main", instance: "gw-a" }, body: "hello there" });
+await gw.turn("agent:main:main", "SCRIPT=none");
+for (const q of model.requests) console.log("LASTUSER:", lastUserText(q.messages).slice(0, 500));
+console.log(gw.meshLog().split("\n").map((l) => { try { const j = JSON.parse(l); return JSON.stringify(j["1"] ?? j.message).slice(0, 400) + " " + JSON.stringify(j["2"] ?? "").slice(0, 300); } catch { return l; } }).join("\n"));
+await m.close(); await gw.dispose(); await model.stop(); await nats.stop();

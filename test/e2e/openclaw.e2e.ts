@@ -1,0 +1,188 @@
+/**
+ * clawmesh inside real OpenClaw gateways (openclaw 2026.9.x on Node 24), two of them with their own
+ * state dirs and an agent named `main` each, a scripted model and a real nats-server.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { LocalNatsServer } from "../../src/server/local-server.js";
+import { decodeEnvelope } from "../../src/wire/index.js";
+import { Latch } from "../harness/agents.js";
+import { ensureOpenClaw, Gateway } from "./openclaw.js";
+import { ScriptedModel, lastUserText, textOf, type ModelRequest } from "./model-server.js";
+
+const PREFIX = "e2e";
+let nats: LocalNatsServer;
+let nc: NatsConnection;
+let model: ScriptedModel;
+let gwA: Gateway;
+let gwB: Gateway;
+const timings: string[] = [];
+
+/** Resolves with the next envelope stored on a subject pattern (core subscription sees stream publishes). */
+function nextEnvelope(subject: string, match: (kind: string) => boolean = () => true): Promise<{ id: string; kind: string; at: number }> {
+  return new Promise((resolve) => {
+    const sub = nc.subscribe(subject, {
+      callback: (_e, m) => {
+        const d = decodeEnvelope(m.data, 1 << 20);
+        if (!d.ok || !match(d.envelope.kind)) return;
+        sub.unsubscribe();
+        resolve({ id: d.envelope.id, kind: d.envelope.kind, at: Date.now() });
+      },
+    });
+  });
+}
+
+/** The mesh block injected into a request's current prompt (history excluded). */
+const injected = (r: ModelRequest) => {
+  const t = lastUserText(r.messages);
+  return t.includes("<clawmesh-inbox>") ? t.slice(t.indexOf("<clawmesh-inbox>"), t.indexOf("</clawmesh-inbox>")) : "";
+};
+const ofSession = (key: string) => (r: ModelRequest) => lastUserText(r.messages).includes(`session=${key}`) || JSON.stringify(r.messages).includes(key);
+
+beforeAll(async () => {
+  const t0 = Date.now();
+  const install = await ensureOpenClaw();
+  timings.push(`openclaw ready ${Date.now() - t0} ms`);
+  nats = await LocalNatsServer.start({ storeDir: mkdtempSync(join(tmpdir(), "clawmesh-e2e-nats-")) });
+  nc = await connect({ servers: nats.url });
+  model = new ScriptedModel();
+  const modelPort = await model.start();
+  // B answers whatever was injected for it: the [mesh id=...] of the first message.
+  model.define("answer", (req, step) => {
+    const id = /\[mesh id=([\w-]+)\]/.exec(lastUserText(req.messages))?.[1];
+    if (step === 0 && id) return { calls: [{ name: "mesh_send", args: { replyTo: id, message: "pong from B" } }] };
+    return { text: "answered" };
+  });
+  model.define("plain", () => ({ text: "ok" }));
+  const t1 = Date.now();
+  [gwA, gwB] = await Promise.all([
+    Gateway.start(install, { instance: "gw-a", natsUrl: nats.url, prefix: PREFIX, modelPort }),
+    Gateway.start(install, { instance: "gw-b", natsUrl: nats.url, prefix: PREFIX, modelPort }),
+  ]);
+  timings.push(`two gateways ready ${Date.now() - t1} ms`);
+});
+
+afterAll(async () => {
+  if (process.env.CLAWMESH_E2E_DEBUG) {
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(join(tmpdir(), "clawmesh-e2e-model-requests.json"), JSON.stringify(model.requests, null, 1));
+  }
+  await Promise.all([gwA?.dispose(), gwB?.dispose()]);
+  await nc?.close();
+  await model?.stop();
+  await nats?.stop();
+  console.log(`e2e timings: ${timings.join("; ")}`);
+});
+
+describe("clawmesh in real OpenClaw gateways", () => {
+  it("delivers the model's mesh_send to a session on the other gateway and brings the reply back inline", async () => {
+    model.define("ask", (req, step) => {
+      if (step === 0) return { calls: [{ name: "mesh_send", args: { sessionKey: "agent:main:main", instance: "gw-b", message: "ping from A", timeoutSeconds: 120 } }] };
+      const tool = req.messages.filter((m) => m.role === "tool").at(-1);
+      return { text: `A got: ${textOf(tool?.content)}` };
+    });
+    const landed = nextEnvelope(`${PREFIX}.in.gw-b.gw-a.main.main.=.>`);
+    const t = Date.now();
+    const turnA = gwA.turn("agent:main:main", "ask B SCRIPT=ask");
+    await landed;
+    await gwB.turn("agent:main:main", "you have mail SCRIPT=answer");
+    const a = await turnA;
+    timings.push(`cross-gateway request/reply turn ${Date.now() - t} ms`);
+    expect(a.text).toContain("A got: Reply from agent:main:main: pong from B");
+  });
+
+  it("seed 000: parallel sends to a fast and a slow session; the slow pingback reaches the next turn exactly once, also across a gateway restart", async () => {
+    const fastKey = "agent:main:telegram:direct:1001";
+    const slowKey = "agent:main:telegram:direct:1002";
+    const caller = "agent:main:cron:billing";
+    model.define("fanout", (req, step) => {
+      if (step === 0)
+        return {
+          calls: [
+            { name: "mesh_send", args: { sessionKey: fastKey, instance: "gw-b", message: "occupancy?", timeoutSeconds: 120 } },
+            { name: "mesh_send", args: { sessionKey: slowKey, instance: "gw-b", message: "municode?", timeoutSeconds: 1 } },
+          ],
+        };
+      return { text: `fanout done: ${req.messages.filter((m) => m.role === "tool").map((m) => textOf(m.content)).join(" | ")}` };
+    });
+    const toFast = nextEnvelope(`${PREFIX}.in.gw-b.gw-a.main.telegram.direct=3A1001.>`);
+    const toSlow = nextEnvelope(`${PREFIX}.in.gw-b.gw-a.main.telegram.direct=3A1002.>`);
+    const fastReply = nextEnvelope(`${PREFIX}.in.gw-a.gw-b.main.cron.billing.>`, (k) => k === "reply");
+    const turn1 = gwA.turn(`${caller}:run:r1`, "monthly billing SCRIPT=fanout");
+    await Promise.all([toFast, toSlow]);
+    const slowGate = new Latch();
+    await gwB.turn(fastKey, "SCRIPT=answer");
+    const fast = await fastReply;
+    slowGate.open(); // the slow callee answers only after the fast reply was observed
+    const first = await turn1;
+    expect(first.text).toContain("Reply from agent:main:telegram:direct:1001: pong from B");
+    expect(first.text).toContain("Any reply will be delivered to this session automatically");
+
+    await slowGate.opened;
+    const pingback = nextEnvelope(`${PREFIX}.in.gw-a.gw-b.main.cron.billing.>`, (k) => k === "reply");
+    await gwB.turn(slowKey, "SCRIPT=answer");
+    const slow = await pingback;
+
+    const t = Date.now();
+    await gwA.restart();
+    timings.push(`gateway restart ${Date.now() - t} ms`);
+    await gwA.turn(`${caller}:run:r2`, "next run SCRIPT=plain");
+    await gwA.turn(`${caller}:run:r3`, "run after SCRIPT=plain");
+
+    const callerRequests = model.requests.filter((r) => lastUserText(r.messages).includes("SCRIPT=fanout") || lastUserText(r.messages).includes("SCRIPT=plain"));
+    const turnsWithPingback = new Set(callerRequests.filter((r) => injected(r).includes(slow.id)).map((r) => lastUserText(r.messages)));
+    expect(turnsWithPingback.size).toBe(1);
+    expect([...turnsWithPingback][0]).toContain("next run SCRIPT=plain");
+    expect(callerRequests.filter((r) => r.at < slow.at && JSON.stringify(r.messages).includes(slow.id))).toEqual([]);
+    // The fast reply came inline and is never injected again.
+    expect(callerRequests.filter((r) => injected(r).includes(fast.id))).toEqual([]);
+  });
+
+  it("mid-turn: a pingback that arrives while the turn runs a non-mesh tool is in that turn's next model request", async () => {
+    const key = "agent:main:main:thread:mid";
+    const thinking = new Latch();
+    const release = new Latch();
+    model.define("midturn", async (req, step) => {
+      if (step === 0) {
+        thinking.open();
+        await release.opened;
+        return { calls: [{ name: "session_status", args: {} }] };
+      }
+      return { text: "done" };
+    });
+    const turn = gwA.turn(key, "work SCRIPT=midturn");
+    await thinking.opened;
+    // While the turn is running (its prompt already built), a message lands for it.
+    const landed = nextEnvelope(`${PREFIX}.in.gw-a.gw-b.main.main.thread=3Amid.>`);
+    const other = await import("../../src/index.js").then((m) => m.Mesh.connect({ servers: nats.url, prefix: PREFIX, instance: "gw-b", registry: { janitorIntervalMs: 0 } }));
+    await other.send({ from: "agent:helper:main", to: { sessionKey: key, instance: "gw-a" }, body: "mid-turn news" });
+    const env = await landed;
+    await other.close();
+    release.open();
+    await turn;
+    const steps = model.requests.filter((r) => lastUserText(r.messages).includes("work SCRIPT=midturn"));
+    const afterTool = steps.at(-1)!;
+    const toolMsg = afterTool.messages.filter((m) => m.role === "tool").at(-1);
+    expect(textOf(toolMsg?.content)).toContain(`[mesh id=${env.id}]`);
+    expect(textOf(toolMsg?.content)).toContain("mid-turn news");
+    expect(steps.filter((r) => injected(r).includes(env.id))).toEqual([]);
+  });
+
+  it("gives the model a clear error when NATS is down, and the gateway stays healthy", async () => {
+    model.define("down", (req, step) => {
+      if (step === 0) return { calls: [{ name: "mesh_send", args: { agentId: "main", instance: "gw-b", message: "anyone?" } }] };
+      return { text: `tool said: ${textOf(req.messages.filter((m) => m.role === "tool").at(-1)?.content)}` };
+    });
+    await nats.kill();
+    try {
+      const r = await gwA.turn("agent:main:main:thread:down", "SCRIPT=down");
+      expect(r.text).toMatch(/unreachable|not acknowledged|closed|disconnect/i);
+      expect((await fetch(`http://127.0.0.1:${gwA.port}/readyz`)).ok).toBe(true);
+    } finally {
+      await nats.restart();
+    }
+  });
+});
