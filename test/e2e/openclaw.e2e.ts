@@ -171,6 +171,34 @@ describe("clawmesh in real OpenClaw gateways", () => {
     expect(steps.filter((r) => injected(r).includes(env.id))).toEqual([]);
   });
 
+  it("seed 001: a sessions_spawn child finishing while the parent is busy reaches the parent through the mesh once, not by the native announce", async () => {
+    const parentKey = "agent:main:main:thread:spawner";
+    const childDone = nextEnvelope(`${PREFIX}.in.gw-a.gw-a.main.main.thread=3Aspawner.>`, (k) => k === "task.complete");
+    const busy = new Latch();
+    let completion: { id: string } | undefined;
+    model.define("child", () => ({ text: "child result 42" }));
+    model.define("spawn", async (_req, step) => {
+      if (step === 0) return { calls: [{ name: "sessions_spawn", args: { task: "compute the number SCRIPT=child", label: "calc" } }] };
+      if (step === 1) {
+        // The parent is busy in its turn until the child's completion is stored for it.
+        busy.open();
+        completion = await childDone;
+        return { calls: [{ name: "session_status", args: {} }] };
+      }
+      return { text: "parent done" };
+    });
+    await gwA.turn(parentKey, "fan out SCRIPT=spawn");
+    expect(completion).toBeDefined();
+    const parentRequests = model.requests.filter((r) => lastUserText(r.messages).includes("SCRIPT=spawn"));
+    const withResult = parentRequests.filter((r) => r.messages.some((m) => m.role === "tool" && textOf(m.content).includes(`[mesh id=${completion!.id}]`)));
+    expect(withResult.length).toBeGreaterThan(0);
+    expect(textOf(withResult[0]!.messages.filter((m) => m.role === "tool").at(-1)?.content)).toContain("child result 42");
+    // The native announce would add a user/system message carrying the child's result: none did.
+    const all = model.requests.filter((r) => JSON.stringify(r.messages).includes(parentKey));
+    const nativeAnnounce = all.filter((r) => r.messages.some((m) => (m.role === "user" || m.role === "system") && textOf(m.content).includes("child result 42")));
+    expect(nativeAnnounce).toEqual([]);
+  });
+
   it("gives the model a clear error when NATS is down, and the gateway stays healthy", async () => {
     model.define("down", (req, step) => {
       if (step === 0) return { calls: [{ name: "mesh_send", args: { agentId: "main", instance: "gw-b", message: "anyone?" } }] };
