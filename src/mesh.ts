@@ -15,7 +15,7 @@ import { Names, ServerFeatures, provisionInstance } from "./topology/index.js";
 import { ENVELOPE_ID_RE, Kinds, type Envelope } from "./wire/index.js";
 import { Inbox, SessionWatcher, deliver, listParked, redriveParked, type Delivered, type InboxOptions, type ParkedMessage } from "./inbox/index.js";
 import { TaskRegistry, ensureTaskBucket, finishAsAssignee, finishTask, recoverTasks, type FinishHooks, type FinishOutcome, type FinishState } from "./tasks/index.js";
-import { MeshSession, childTaskId, type MeshServices } from "./session/index.js";
+import { MeshSession, childTaskId, taskKeyEntryKey, type MeshServices } from "./session/index.js";
 import { Directory, Janitor, SessionRegistry, Watches, ensureDirectoryBucket, ensureSessionBucket, ensureWatchBucket, type SessionFilter } from "./registry/index.js";
 import { TypedBucket, ensureBucket } from "./topology/index.js";
 import { TaskKeyEntrySchema, type SessionRecord, type TurnOutcome } from "./wire/index.js";
@@ -238,6 +238,32 @@ export class Mesh {
     const by = this.address(input.by);
     if (by.instance !== this.instance) throw new InvalidAddressError(sessionKeyOf(by), `instance '${this.instance}' cannot act for instance '${by.instance}'`);
     return finishAsAssignee(this.ctx, await this.registry(), { ...input, by }, hooks);
+  }
+
+  /**
+   * The live session already working on a task key for an agent of this instance, if any (a
+   * closed session does not count). Used to stop a host's own spawn from duplicating work.
+   */
+  async sessionForTaskKey(taskKey: string, agent: string): Promise<SessionAddress | undefined> {
+    const s = await this.services();
+    const entry = await s.taskKeys.get(taskKeyEntryKey({ taskKey, agent: agent.toLowerCase(), instance: this.instance }));
+    if (!entry) return undefined;
+    const session = parseSessionKey(entry.value.sessionKey, entry.value.instance);
+    const record = await s.sessions.get(session);
+    return record && !record.resumable ? undefined : session;
+  }
+
+  /** Record that `session` (e.g. a child a host spawned) works on `taskKey`; false if another live one already does. */
+  async claimTaskKey(taskKey: string, session: SessionRef): Promise<boolean> {
+    const address = this.address(session);
+    const s = await this.services();
+    const key = taskKeyEntryKey({ taskKey, agent: address.agent, instance: address.instance });
+    const entry = { v: 1 as const, taskKey, sessionKey: sessionKeyOf(address), instance: address.instance, taskId: childTaskId(address), createdAt: new Date().toISOString() };
+    if (await s.taskKeys.create(key, entry)) {
+      await s.sessions.ensure(address, { taskKey });
+      return true;
+    }
+    return (await this.sessionForTaskKey(taskKey, address.agent)) === undefined && (await s.taskKeys.update(key, () => entry)) !== undefined;
   }
 
   /** Republish completions of tasks assigned to this instance that a crash left unpublished. */

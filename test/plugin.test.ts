@@ -103,6 +103,21 @@ describe("OpenClaw plugin", () => {
     await runtime.stop();
   });
 
+  it("lets a labelled sessions_spawn through once, then reuses the live child instead of spawning a duplicate", async () => {
+    const prefix = uniquePrefix();
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix });
+    const runtime = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    const ctx = { sessionKey: "agent:main:main", agentId: "main" };
+    const first = await f.hook("before_tool_call")({ toolName: "sessions_spawn", params: { task: "audit", label: "april-audit" } }, ctx);
+    expect(first).toMatchObject({ params: { expectsCompletionMessage: false } });
+    await f.hook("subagent_spawned")({ childSessionKey: "agent:main:subagent:c1", label: "april-audit" }, { requesterSessionKey: "agent:main:main" });
+    const second = await f.hook("before_tool_call")({ toolName: "sessions_spawn", params: { task: "audit again", label: "april-audit" } }, ctx);
+    expect(second).toMatchObject({ block: true });
+    expect((second as { blockReason: string }).blockReason).toContain('A session already works on "april-audit": agent:main:subagent:c1 (resumable)');
+    await runtime.stop();
+  });
+
   it("gives the model a clear error when NATS is down, and keeps going", async () => {
     const f = fakeApi({ instance: "gw1", servers: "nats://127.0.0.1:1", prefix: uniquePrefix() });
     const runtime = registerClawmesh(f.api)!;

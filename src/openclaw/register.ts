@@ -8,6 +8,7 @@ import { originFromHostContext } from "../handoff/index.js";
 import { classifyReply } from "../handoff/index.js";
 import { formatMessage, meshTools } from "../tools/index.js";
 import type { MeshSession } from "../session/index.js";
+import { sessionKeyOf } from "../address/index.js";
 import { parseInput } from "../config.js";
 import { PluginConfigSchema, type PluginConfig } from "./config.js";
 import type { HostTool, PluginApi, ToolFactoryContext } from "./host-types.js";
@@ -141,6 +142,18 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
   });
 
   api.on("before_tool_call", async (event, ctx) => {
+    if (event.toolName === "sessions_spawn" && typeof event.params.label === "string" && event.params.label.trim() && ctx.agentId) {
+      // A labelled spawn is idempotent by its label: a live session already on it is reused.
+      const mesh = await runtime.meshOrThrow().catch(() => undefined);
+      const agent = typeof event.params.agentId === "string" ? event.params.agentId : ctx.agentId;
+      const existing = await mesh?.sessionForTaskKey(event.params.label.trim(), agent);
+      if (existing) {
+        return {
+          block: true,
+          blockReason: `A session already works on "${event.params.label}": ${sessionKeyOf(existing)} (resumable). Do not spawn a duplicate: send it a follow-up (mesh_send or sessions_send), or wait for it with mesh_await sessionKeys ["${sessionKeyOf(existing)}"].`,
+        };
+      }
+    }
     if (event.toolName === "sessions_spawn" && config.routeSessionsSpawn !== false) {
       // The child's completion travels through the mesh (subagent_ended); the native announce is
       // switched off so a result is never delivered twice.
@@ -158,8 +171,9 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
   });
 
   api.on("subagent_spawned", async (event, ctx) => {
-    if (!ctx.requesterSessionKey || config.routeSessionsSpawn === false) return;
     const mesh = await runtime.meshOrThrow().catch(() => undefined);
+    if (event.label?.trim()) await mesh?.claimTaskKey(event.label.trim(), event.childSessionKey);
+    if (!ctx.requesterSessionKey || config.routeSessionsSpawn === false) return;
     await mesh?.registerChildSession({ parent: ctx.requesterSessionKey, child: event.childSessionKey, ...(event.label && { title: event.label }) });
   });
 
