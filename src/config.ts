@@ -58,6 +58,8 @@ export const MeshConfigSchema = z.object({
   retention: RetentionSchema.prefault({}),
   inbox: InboxTuningSchema.prefault({}),
   registry: RegistryTuningSchema.prefault({}),
+  /** How long a send keeps retrying an unacknowledged publish (same envelope id) before failing. */
+  sendRetryMs: z.number().int().min(0).default(30_000),
   /** JSON channel policy for announce overrides (default: $CLAWMESH_CHANNEL_POLICY; none: no overrides). */
   channelPolicyFile: z.string().optional(),
 });

@@ -13,7 +13,7 @@ import { createLogger, type Logger } from "./log.js";
 import type { MeshContext } from "./mesh-context.js";
 import { Names, ServerFeatures, provisionInstance } from "./topology/index.js";
 import { ENVELOPE_ID_RE, Kinds, type Envelope } from "./wire/index.js";
-import { Inbox, SessionWatcher, deliver, listParked, redriveParked, type Delivered, type InboxOptions, type ParkedMessage } from "./inbox/index.js";
+import { Inbox, SessionWatcher, deliverWithRetry, listParked, redriveParked, type Delivered, type InboxOptions, type ParkedMessage } from "./inbox/index.js";
 import { TaskRegistry, ensureTaskBucket, finishAsAssignee, finishTask, recoverTasks, type FinishHooks, type FinishOutcome, type FinishState } from "./tasks/index.js";
 import { MeshSession, childTaskId, taskKeyEntryKey, type MeshServices } from "./session/index.js";
 import { Directory, Janitor, SessionRegistry, Watches, ensureDirectoryBucket, ensureSessionBucket, ensureWatchBucket, type SessionFilter } from "./registry/index.js";
@@ -321,7 +321,7 @@ export class Mesh {
 
   /** Publish a complete envelope (used by higher layers that build their own kinds). */
   async publishEnvelope(envelope: Envelope): Promise<SendResult> {
-    return deliver(this.ctx, envelope);
+    return deliverWithRetry(this.ctx, envelope, this.ctx.config.sendRetryMs);
   }
 
   /** Open a session's inbox for reading (waits for the session's lease if another reader holds it). */

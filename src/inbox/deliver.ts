@@ -12,6 +12,26 @@ export interface Delivered {
   readonly duplicate: boolean;
 }
 
+/**
+ * Deliver, retrying a publish whose acknowledgement did not come (server down, connection lost)
+ * under the same envelope id until `retryForMs` has passed: the stream's duplicate window and the
+ * reader's surfaced-id log make a retry of a message that was in fact stored harmless. A refusal
+ * (stream full, no stream) is final at once. Still unacknowledged at the deadline: SendFailedError,
+ * so the caller knows and can retry with the same id later.
+ */
+export async function deliverWithRetry(ctx: MeshContext, envelope: Envelope, retryForMs: number): Promise<Delivered> {
+  const deadline = Date.now() + retryForMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await deliver(ctx, envelope);
+    } catch (err) {
+      if (!(err instanceof SendFailedError) || Date.now() >= deadline) throw err;
+      ctx.logger.info({ id: envelope.id, attempt }, "send not acknowledged; retrying under the same id");
+      await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+    }
+  }
+}
+
 export async function deliver(ctx: MeshContext, envelope: Envelope): Promise<Delivered> {
   const subject = ctx.names.inboxSubject(envelope.to, envelope.from.instance, envelope.kind);
   const bytes = encodeEnvelope(envelope, ctx.messageLimit, ctx.serverMaxPayload);

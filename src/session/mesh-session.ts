@@ -13,7 +13,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { deliver, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
+import { deliverWithRetry, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
 import { Kinds, TERMINAL_STATES, type Action, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState, type TurnOutcome } from "../wire/index.js";
 import type { MeshServices } from "./services.js";
 import { resolveDeliveryTarget, resolveReplyAction, type RouteOverrides } from "../handoff/index.js";
@@ -163,7 +163,7 @@ export class MeshSession {
     };
     const waitMs = opts.waitMs ?? 0;
     if (waitMs <= 0) {
-      const d = await deliver(this.ctx, envelope);
+      const d = await deliverWithRetry(this.ctx, envelope, this.ctx.config.sendRetryMs);
       return { status: "sent", id, seq: d.seq };
     }
     // Listen before sending so a fast reply cannot slip past.
@@ -174,7 +174,7 @@ export class MeshSession {
     outer.addEventListener("abort", onAbort, { once: true });
     const replied = this.watcher.waitFor((e) => e.kind === Kinds.reply && e.correlationId === id, stop.signal);
     try {
-      const d = await deliver(this.ctx, envelope);
+      const d = await deliverWithRetry(this.ctx, envelope, this.ctx.config.sendRetryMs);
       const reply = await replied;
       if (reply && (await this.inbox.claim(reply.id))) return { status: "replied", id, reply: reply.body, from: reply.from };
       return { status: "sent", id, seq: d.seq };
@@ -196,7 +196,7 @@ export class MeshSession {
 
   /** Answer a message: lands in the asker's inbox (or inline, if it is still waiting). */
   async reply(to: Pick<Envelope, "id" | "from">, body: JsonBody): Promise<Delivered> {
-    return deliver(this.ctx, {
+    return deliverWithRetry(this.ctx, {
       v: 1,
       id: randomUUID(),
       kind: Kinds.reply,
@@ -205,7 +205,7 @@ export class MeshSession {
       correlationId: to.id,
       body,
       sentAt: new Date().toISOString(),
-    });
+    }, this.ctx.config.sendRetryMs);
   }
 
   /** Create a task for another session and send it the request. */
@@ -247,7 +247,7 @@ export class MeshSession {
     }
     if (!existing) await this.registry.create(record);
     const body: TaskRequestBody = { taskId, message: opts.message };
-    await deliver(this.ctx, { v: 1, id: `tr-${taskId}`, kind: Kinds.taskRequest, from: this.address, to, taskId, ...(origin && { origin }), body, sentAt: now });
+    await deliverWithRetry(this.ctx, { v: 1, id: `tr-${taskId}`, kind: Kinds.taskRequest, from: this.address, to, taskId, ...(origin && { origin }), body, sentAt: now }, this.ctx.config.sendRetryMs);
     const base = { taskId, assignee: to, reused: false };
     const waitMs = opts.waitMs ?? 0;
     if (waitMs <= 0) return { ...base, state: existing?.record.state ?? "submitted" };
