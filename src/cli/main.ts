@@ -11,6 +11,8 @@
  * --instance (else $CLAWMESH_INSTANCE, else "local"), --prefix (else "mesh").
  */
 import { parseArgs } from "node:util";
+import { readFileSync } from "node:fs";
+import { generateAuthorization, type AuthSpec } from "../topology/index.js";
 import { join } from "node:path";
 import { Mesh } from "../mesh.js";
 import { MeshError } from "../errors.js";
@@ -35,6 +37,7 @@ const options = {
   max: { type: "string" },
   "no-confirm": { type: "boolean" },
   wait: { type: "string" },
+  spec: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -48,6 +51,7 @@ const USAGE = `usage: clawmesh <start|stop|status|provision|send|take|parked> [f
   clawmesh send --to SESSION_KEY [--to-instance ID] [--from SESSION_KEY] (--message TEXT | --json JSON) [--kind KIND]
   clawmesh take --session SESSION_KEY [--max N] [--no-confirm]
   clawmesh parked list [--session SESSION_KEY] | clawmesh parked redrive SEQ
+  clawmesh auth --spec SPEC.json          (prints nats-server authorization for the instances)
 common: --server URL  --instance ID  --prefix PREFIX`;
 
 async function main(argv: string[]): Promise<number> {
@@ -95,6 +99,11 @@ async function main(argv: string[]): Promise<number> {
           await inbox.close();
         }
       });
+    case "auth": {
+      if (!flags.spec) throw new MeshError("usage", "auth needs --spec SPEC.json");
+      process.stdout.write(generateAuthorization(JSON.parse(readFileSync(flags.spec, "utf8")) as AuthSpec));
+      return 0;
+    }
     case "parked":
       return withMesh(flags, async (mesh) => {
         if (rest[0] === "redrive") {
