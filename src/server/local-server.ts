@@ -19,6 +19,10 @@ export interface LocalServerOptions {
   /** A nats-server config file (cluster, authorization...). */
   readonly configFile?: string;
   readonly extraArgs?: readonly string[];
+  /** Extra environment (a config file can read `$VARS` from it). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Take address, port and store from the config file instead of flags. */
+  readonly configOnly?: boolean;
   /** How long to wait for "Server is ready" (default 20 s). */
   readonly readyTimeoutMs?: number;
 }
@@ -89,16 +93,10 @@ export class LocalNatsServer {
     mkdirSync(this.opts.storeDir, { recursive: true });
     const args = [
       ...(this.opts.configFile ? ["-c", this.opts.configFile] : []),
-      "-a",
-      this.opts.host,
-      "-p",
-      String(this.port === 0 ? -1 : this.port),
-      "-js",
-      "-sd",
-      this.opts.storeDir,
+      ...(this.opts.configOnly ? [] : ["-a", this.opts.host, "-p", String(this.port === 0 ? -1 : this.port), "-js", "-sd", this.opts.storeDir]),
       ...(this.opts.extraArgs ?? []),
     ];
-    const child = spawn(this.opts.binary, args, { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(this.opts.binary, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...this.opts.env } });
     this.child = child;
     this.log = [];
     this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));

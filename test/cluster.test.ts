@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Mesh } from "../src/index.js";
+import { TestCluster } from "./harness/cluster.js";
+import { until } from "./harness/wait.js";
+import { uniquePrefix, smallRetention, fastInbox } from "./harness/mesh.js";
+
+let cluster: TestCluster;
+beforeAll(async () => {
+  cluster = await TestCluster.start();
+});
+afterAll(async () => {
+  await cluster?.dispose();
+});
+
+async function clusterMesh(prefix: string): Promise<Mesh> {
+  // JetStream needs its meta leader before the first stream can be created.
+  return until(
+    async () =>
+      Mesh.connect({
+        servers: cluster.urls,
+        instance: "gw1",
+        prefix,
+        retention: { ...smallRetention, replicas: 3 },
+        inbox: fastInbox,
+        connection: { maxReconnectAttempts: -1, reconnectTimeWait: 100 },
+      }).catch(() => undefined),
+    "the cluster's JetStream to accept an R3 stream",
+    60_000,
+  );
+}
+
+describe("three-node cluster", () => {
+  it("loses nothing and doubles nothing when the session stream's leader is SIGKILLed mid-traffic, and the node catches up on rejoining", async () => {
+    const prefix = uniquePrefix();
+    const mesh = await clusterMesh(prefix);
+    const stream = mesh.ctx.names.inboxStream("gw1");
+    const info = await mesh.ctx.jsm.streams.info(stream);
+    expect(info.config.num_replicas).toBe(3);
+    const leader = info.cluster!.leader!;
+    expect(cluster.names).toContain(leader);
+
+    const acked: string[] = [];
+    const failed: string[] = [];
+    let sent = 0;
+    const traffic = (async () => {
+      await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          while (sent < 400) {
+            const id = `m${sent++}`;
+            await mesh.send({ id, from: "agent:a:main", to: "agent:b:main", body: id }).then(
+              () => acked.push(id),
+              () => failed.push(id),
+            );
+          }
+        }),
+      );
+    })();
+
+    await until(async () => (acked.length >= 100 ? true : undefined), "100 acknowledged sends");
+    await cluster.node(leader).kill();
+    const newLeader = await until(async () => {
+      const l = (await mesh.ctx.jsm.streams.info(stream).catch(() => undefined))?.cluster?.leader;
+      return l && l !== leader ? l : undefined;
+    }, "a new stream leader");
+    expect(newLeader).not.toBe(leader);
+    await traffic;
+    expect(acked.length + failed.length).toBe(400);
+
+    await cluster.node(leader).restart();
+    await until(async () => {
+      const c = (await mesh.ctx.jsm.streams.info(stream).catch(() => undefined))?.cluster;
+      const back = c?.replicas?.find((r) => r.name === leader);
+      return back?.current ? true : undefined;
+    }, "the old leader to rejoin and catch up", 60_000);
+
+    const inbox = await mesh.openInbox("agent:b:main");
+    const shown: string[] = [];
+    for (;;) {
+      const batch = await inbox.take({ max: 500 });
+      if (batch.messages.length === 0) break;
+      shown.push(...batch.messages.map((m) => m.id));
+      await batch.confirm();
+    }
+    await inbox.close();
+    expect(new Set(shown).size).toBe(shown.length);
+    const shownSet = new Set(shown);
+    expect(acked.filter((id) => !shownSet.has(id))).toEqual([]);
+    expect(shown.filter((id) => !acked.includes(id) && !failed.includes(id))).toEqual([]);
+    await mesh.close();
+  });
+});
