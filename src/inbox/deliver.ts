@@ -1,6 +1,7 @@
 /** Store an envelope in its recipient session's inbox; resolves when the server acknowledged it. */
 import { SendFailedError, UnknownInstanceError } from "../errors.js";
 import { NoStreamError, StreamRefusedError } from "../transport/ingest.js";
+import { isNotFound } from "../topology/index.js";
 import type { MeshContext } from "../mesh-context.js";
 import { encodeEnvelope, type Envelope } from "../wire/index.js";
 
@@ -40,7 +41,16 @@ export async function deliver(ctx: MeshContext, envelope: Envelope): Promise<Del
     const ack = await ctx.ingest.publish(subject, bytes, envelope.id, stream);
     return { id: envelope.id, seq: ack.seq, stream: ack.stream, duplicate: ack.duplicate };
   } catch (err) {
-    if (err instanceof NoStreamError) throw new UnknownInstanceError(envelope.to.instance);
+    // "No responders" is final only when the stream really does not exist; a clustered stream
+    // between leaders answers nothing for a few seconds, and that is worth a retry.
+    if (err instanceof NoStreamError) {
+      const exists = await ctx.jsm.streams.info(stream).then(
+        () => true,
+        (e: unknown) => (isNotFound(e) ? false : undefined),
+      );
+      if (exists === false) throw new UnknownInstanceError(envelope.to.instance);
+      throw new SendFailedError(envelope.id, err);
+    }
     // A refusal (stream full, wrong stream) is definite: nothing was stored.
     if (err instanceof StreamRefusedError) throw err;
     throw new SendFailedError(envelope.id, err);
