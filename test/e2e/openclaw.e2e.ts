@@ -177,17 +177,21 @@ describe("clawmesh in real OpenClaw gateways", () => {
     const busy = new Latch();
     let completion: { id: string } | undefined;
     model.define("child", () => ({ text: "child result 42" }));
-    model.define("spawn", async (_req, step) => {
+    model.define("spawn", async (req, step) => {
       if (step === 0) return { calls: [{ name: "sessions_spawn", args: { task: "compute the number SCRIPT=child", label: "calc" } }] };
       if (step === 1) {
-        // The parent is busy in its turn until the child's completion is stored for it.
+        const spawned = textOf(req.messages.filter((m) => m.role === "tool").at(-1)?.content);
+        if (!spawned.includes("accepted")) return { text: `spawn was not accepted: ${spawned.slice(0, 300)}` };
+        // The parent is busy in its turn until the child's completion is stored for it (bounded,
+        // so a child that never finishes fails the assertions below instead of hanging the turn).
         busy.open();
-        completion = await childDone;
+        completion = await Promise.race([childDone, new Promise<undefined>((r) => setTimeout(() => r(undefined), 60_000))]);
         return { calls: [{ name: "session_status", args: {} }] };
       }
       return { text: "parent done" };
     });
-    await gwA.turn(parentKey, "fan out SCRIPT=spawn");
+    const parentTurn = await gwA.turn(parentKey, "fan out SCRIPT=spawn");
+    expect(parentTurn.text).toBe("parent done");
     expect(completion).toBeDefined();
     const parentRequests = model.requests.filter((r) => lastUserText(r.messages).includes("SCRIPT=spawn"));
     const withResult = parentRequests.filter((r) => r.messages.some((m) => m.role === "tool" && textOf(m.content).includes(`[mesh id=${completion!.id}]`)));

@@ -6,7 +6,7 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 
@@ -14,7 +14,9 @@ const run = promisify(execFile);
 export const REPO = resolve(import.meta.dirname, "../..");
 export const OPENCLAW_VERSION = process.env.CLAWMESH_E2E_OPENCLAW ?? "2026.9.6";
 const NODE24 = "24.21.0";
-const CACHE = resolve(process.env.CLAWMESH_E2E_CACHE ?? join(REPO, ".e2e-cache"));
+// Outside the checkout: OpenClaw captures the plugin's whole package directory, and an 800 MB
+// OpenClaw install inside it breaks that capture ("Plugin entry is outside its captured source package").
+const CACHE = resolve(process.env.CLAWMESH_E2E_CACHE ?? join(homedir(), ".cache", "clawmesh-e2e"));
 
 export interface OpenClawInstall {
   readonly binDir: string;
