@@ -123,3 +123,35 @@ describe("hostile input (property)", () => {
     await m.close();
   });
 });
+
+describe("oversize publishes", () => {
+  it("disconnects a raw publisher that goes over the server's max_payload, while a mesh client refuses before sending and stays connected", async () => {
+    const { createConnection } = await import("node:net");
+    const m = await openMesh(server, { prefix: uniquePrefix(), instance: "gw1", maxMessageBytes: 8 * 1024 * 1024 });
+    const maxPayload = m.ctx.serverMaxPayload;
+    // The mesh caps its own limit below the server's max_payload and names both.
+    const err = await m.send({ from: "agent:a:main", to: "agent:b:main", body: "x".repeat(maxPayload) }).catch((e: unknown) => e);
+    expect(String(err)).toContain(`(server max_payload is ${maxPayload} bytes)`);
+
+    // A raw client writing an oversize PUB is cut off by the server.
+    const url = new URL(server.url);
+    const said = await new Promise<string>((resolve) => {
+      let text = "";
+      const sock = createConnection({ host: url.hostname, port: Number(url.port) });
+      sock.on("data", (d) => {
+        // After the server's INFO, announce a message one byte over the limit.
+        if (text === "") sock.write(`CONNECT {"verbose":false}\r\nPUB raw.big ${maxPayload + 1}\r\n`);
+        text += d.toString();
+      });
+      sock.on("close", () => resolve(text));
+      sock.on("error", () => undefined);
+    });
+    expect(said).toMatch(/Maximum Payload/i);
+
+    // The mesh client was never disconnected by any of it.
+    const ok = await m.send({ from: "agent:a:main", to: "agent:b:main", body: "still here" });
+    expect(ok.seq).toBeGreaterThan(0);
+    expect(m.ctx.nc.isClosed()).toBe(false);
+    await m.close();
+  });
+});
