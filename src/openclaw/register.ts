@@ -4,8 +4,7 @@
  * the model), pending messages surfaced into turns, children of sessions_spawn reported through the
  * mesh, legacy skip tokens kept out of channels, and turn outcomes fed to the session registry.
  */
-import { originFromHostContext } from "../handoff/index.js";
-import { classifyReply } from "../handoff/index.js";
+import { classifyReply, originFromHostContext } from "../handoff/index.js";
 import { formatMessage, meshTools } from "../tools/index.js";
 import type { MeshSession } from "../session/index.js";
 import { sessionKeyOf } from "../address/index.js";

@@ -35,14 +35,13 @@ export class TaskRegistry {
   private readonly keyCache = new Map<string, string>();
 
   private constructor(
-    private readonly ctx: MeshContext,
     private readonly kv: KV,
     /** Fired when a task finishes (before it counts as notified). */
     readonly watches: Watches,
   ) {}
 
   static async open(ctx: MeshContext, watches: Watches): Promise<TaskRegistry> {
-    return new TaskRegistry(ctx, await new Kvm(ctx.nc).open(ctx.names.taskBucket(), { bindOnly: true }), watches);
+    return new TaskRegistry(await new Kvm(ctx.nc).open(ctx.names.taskBucket(), { bindOnly: true }), watches);
   }
 
   /** Create a new task; fails if the id exists. */

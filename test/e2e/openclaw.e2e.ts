@@ -40,7 +40,6 @@ const injected = (r: ModelRequest) => {
   const t = lastUserText(r.messages);
   return t.includes("<clawmesh-inbox>") ? t.slice(t.indexOf("<clawmesh-inbox>"), t.indexOf("</clawmesh-inbox>")) : "";
 };
-const ofSession = (key: string) => (r: ModelRequest) => lastUserText(r.messages).includes(`session=${key}`) || JSON.stringify(r.messages).includes(key);
 
 beforeAll(async () => {
   const t0 = Date.now();
@@ -145,7 +144,7 @@ describe("clawmesh in real OpenClaw gateways", () => {
     const key = "agent:main:main:thread:mid";
     const thinking = new Latch();
     const release = new Latch();
-    model.define("midturn", async (req, step) => {
+    model.define("midturn", async (_req, step) => {
       if (step === 0) {
         thinking.open();
         await release.opened;
