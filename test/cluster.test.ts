@@ -21,6 +21,8 @@ async function clusterMesh(prefix: string): Promise<Mesh> {
         instance: "gw1",
         prefix,
         retention: { ...smallRetention, replicas: 3 },
+        // An election under load can take a while; sends keep retrying under their ids meanwhile.
+        sendRetryMs: 90_000,
         inbox: fastInbox,
         connection: { maxReconnectAttempts: -1, reconnectTimeWait: 100 },
       }).catch(() => undefined),
@@ -61,7 +63,7 @@ describe("three-node cluster", () => {
     const newLeader = await until(async () => {
       const l = (await mesh.ctx.jsm.streams.info(stream).catch(() => undefined))?.cluster?.leader;
       return l && l !== leader ? l : undefined;
-    }, "a new stream leader");
+    }, "a new stream leader", 60_000);
     expect(newLeader).not.toBe(leader);
     await traffic;
     expect(acked.length + failed.length).toBe(400);

@@ -212,6 +212,7 @@ export class Inbox {
   private async fetchFrom(consumer: Consumer, max: number): Promise<JsMsg[]> {
     // The last fetched message says how many more were pending behind it: while that is known to
     // be non-zero, skip asking the server.
+    const guessed = this.knownPending > 0;
     let available = this.knownPending;
     if (available === 0) {
       const info = await consumer.info(false);
@@ -225,6 +226,8 @@ export class Inbox {
     const iter = await consumer.fetch({ max_messages: want, expires: this.ctx.config.inbox.fetchExpiresMs });
     for await (const m of iter) out.push(m);
     this.knownPending = out.at(-1)?.info.pending ?? 0;
+    // A stale guess (messages expired or were removed meanwhile): ask the server once.
+    if (out.length === 0 && guessed) return this.fetchFrom(consumer, max);
     return out;
   }
 

@@ -8,7 +8,7 @@ export function uniquePrefix(): string {
 }
 
 /** Timings scaled down so crash recovery happens within a test's patience. */
-export const fastInbox = { ackWaitMs: 3000, leaseTtlMs: 3000, fetchExpiresMs: 1000 } as const;
+export const fastInbox = { ackWaitMs: 3000, leaseTtlMs: 3000, fetchExpiresMs: 3000 } as const;
 
 /** Each test gets fresh streams, and file streams reserve their max_bytes: keep test caps small. */
 export const smallRetention = { maxBytes: 16 * 1024 * 1024, parkedMaxBytes: 4 * 1024 * 1024, seenMaxBytes: 4 * 1024 * 1024 } as const;
