@@ -119,7 +119,7 @@ await withServer(async (server) => {
         const mesh = await freshMesh();
         await inFlight(TAKE_N, 1024, () => mesh.send({ from: "agent:a:main", to: "agent:b:main", body }));
         const start = performance.now();
-        const inbox = await mesh.openInbox("agent:b:main");
+        const inbox = await mesh.sessions.openInbox("agent:b:main");
         let got = 0;
         while (got < TAKE_N) {
           const batch = await inbox.take({ max: 1000 });
@@ -186,8 +186,8 @@ await withServer(async (server) => {
       },
       mesh: async () => {
         const mesh = await freshMesh();
-        const caller = await mesh.openSession("agent:caller:main");
-        const worker = await mesh.openSession("agent:worker:main");
+        const caller = await mesh.sessions.open("agent:caller:main");
+        const worker = await mesh.sessions.open("agent:worker:main");
         const lat: number[] = [];
         for (let i = 0; i < PINGBACKS; i++) {
           const t = await caller.delegate({ to: worker.address, message: "x" });
@@ -244,7 +244,7 @@ await withServer(async (server) => {
       },
       mesh: async () => {
         const mesh = await freshMesh();
-        const caller = await mesh.openSession("agent:caller:main");
+        const caller = await mesh.sessions.open("agent:caller:main");
         const fast = await respondingAgent(mesh, "agent:fast:main", 0);
         const slow = await respondingAgent(mesh, "agent:slow:main", SIBLING_MS);
         const alone: number[] = [];
@@ -275,7 +275,7 @@ await withServer(async (server) => {
 
   /** A scripted agent that completes each task after `delayMs` (a simulated slow model). */
   async function respondingAgent(mesh: Mesh, key: string, delayMs: number): Promise<{ session: MeshSession; stop: () => Promise<void> }> {
-    const session = await mesh.openSession(key);
+    const session = await mesh.sessions.open(key);
     const stop = new AbortController();
     const loop = (async () => {
       while (!stop.signal.aborted) {

@@ -60,13 +60,6 @@ export class TopologyConflictError extends MeshError {
   }
 }
 
-/** A feature the connected nats-server is too old for. */
-export class FeatureUnavailableError extends MeshError {
-  constructor(feature: string, needed: string, actual: string) {
-    super("feature_unavailable", `'${feature}' requires nats-server ${needed} or newer; connected server is ${actual}`);
-  }
-}
-
 /** The recipient instance has no inbox stream: it was never provisioned. */
 export class UnknownInstanceError extends MeshError {
   readonly instance: string;

@@ -1,11 +1,58 @@
-/** clawmesh public API. Internals (topology, inbox plumbing) are not part of it. */
+/**
+ * clawmesh: the curated public API. Everything that appears in a public signature, and every error
+ * a caller can receive, is exported here; internals (topology, inbox plumbing, wire codecs) are not.
+ * The OpenClaw plugin is `clawmesh/openclaw`; test helpers are `clawmesh/testing`.
+ */
+
+// The client and its sub-clients.
 export { Mesh, type MeshConnectOptions, type SendInput, type SendResult, type SessionRef } from "./mesh.js";
-export { Inbox, type InboxBatch, type InboxMessage, type InboxOptions, type TakeOptions, type ParkedMessage } from "./inbox/index.js";
-export { parseSessionKey, sessionKeyOf, originalKeyOf, describeAddress, type SessionAddress } from "./address/index.js";
-export { EnvelopeSchema, AddressSchema, Kinds, decodeEnvelope, encodeEnvelope, type Envelope } from "./wire/index.js";
+export type { SessionsClient } from "./client/sessions.js";
+export type { TasksClient, FinishInput } from "./client/tasks.js";
+export type { ChannelsClient } from "./client/channels.js";
+export type { ParkedClient } from "./client/parked.js";
+export type { AdminClient } from "./client/admin.js";
 export { MeshConfigSchema, type MeshConfig, type MeshConfigInput } from "./config.js";
+
+// Sessions, their runs and inboxes.
+export { MeshSession, type SendOptions, type SendOutcome, type DelegateOptions, type DelegateOutcome, type JsonBody } from "./session/index.js";
+export type { Inbox, InboxBatch, InboxMessage, InboxOptions, TakeOptions, ParkedMessage, ParkReason, Delivered } from "./inbox/index.js";
+export { parseSessionKey, sessionKeyOf, originalKeyOf, describeAddress, type SessionAddress } from "./address/index.js";
+export type { SessionFilter, WatchTarget } from "./registry/index.js";
+
+// Tasks.
+export type { AwaitTarget, AwaitResult, FinishedItem, PendingItem, FinishOutcome, FinishState, FinishHooks, FinishRequest } from "./tasks/index.js";
+
+// Records and wire types a caller reads.
+export {
+  Kinds,
+  TaskStateSchema,
+  type Action,
+  type DeliveryTarget,
+  type DirectoryEntry,
+  type Envelope,
+  type Lifecycle,
+  type Origin,
+  type SessionRecord,
+  type TaskRecord,
+  type TaskState,
+  type TurnOutcome,
+  type WatchEvent,
+  type WatchRecord,
+  type WireAddress,
+} from "./wire/index.js";
+
+// Handoff helpers hosts call.
+export { originFromHostContext, classifyReply, type HostContext, type ReplyClassification, type LegacyToken, type RouteOverrides } from "./handoff/index.js";
+
+// Tools for models.
+export { meshTools, formatMessage, type MeshTool, type ToolContext, type ToolResult } from "./tools/index.js";
+
+// Errors (each has a stable `code`).
 export * from "./errors.js";
-export { MeshSession, childTaskId, type SendOutcome, type DelegateOutcome, type JsonBody } from "./session/index.js";
-export { type AwaitResult, type FinishedItem, type PendingItem, type FinishOutcome, TaskNotFoundError, NotAssigneeError } from "./tasks/index.js";
-export { meshTools, meshSend, meshDelegate, meshComplete, meshAwait, meshInbox, formatMessage, type MeshTool, type ToolContext, type ToolResult } from "./tools/index.js";
-export { Kinds as MessageKinds, TaskStateSchema, type TaskState, type TaskRecord } from "./wire/index.js";
+export { TaskNotFoundError, NotAssigneeError } from "./tasks/index.js";
+export { InvalidTaskActionError } from "./session/index.js";
+export { InvalidChannelAddressError, UnknownChannelError, AmbiguousChannelError } from "./registry/index.js";
+export { UnreadableRecordError, StoreContentionError } from "./topology/index.js";
+export { StreamRefusedError } from "./transport/ingest.js";
+export { ForbiddenRouteError } from "./handoff/index.js";
+export { NatsServerNotFoundError } from "./server/local-server.js";

@@ -1,11 +1,14 @@
 /** What every mesh component shares about one connection: handles, names, limits, config. */
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { MeshConfig } from "./config.js";
-import type { Logger } from "./log.js";
-import type { Names, ServerFeatures } from "./topology/index.js";
-import type { JetStreamIngest } from "./transport/ingest.js";
-import type { ChannelPolicy } from "./handoff/index.js";
+import { createLogger, type Logger } from "./log.js";
+import { Names, ServerFeatures } from "./topology/index.js";
+import { JetStreamIngest } from "./transport/ingest.js";
+import { loadChannelPolicy, type ChannelPolicy } from "./handoff/index.js";
+
+/** Room left under the server's max_payload for headers and protocol framing. */
+const HEADER_ALLOWANCE = 4096;
 
 export interface MeshContext {
   readonly nc: NatsConnection;
@@ -22,4 +25,21 @@ export interface MeshContext {
   readonly ingest: JetStreamIngest;
   /** Which chats announce overrides may target. */
   readonly channelPolicy: ChannelPolicy;
+}
+
+export async function createMeshContext(nc: NatsConnection, config: MeshConfig, opts: { logger?: Logger; inboxPrefix?: string } = {}): Promise<MeshContext> {
+  const serverMaxPayload = nc.info?.max_payload ?? 1024 * 1024;
+  return {
+    nc,
+    js: jetstream(nc),
+    jsm: await jetstreamManager(nc),
+    names: new Names(config.prefix),
+    config,
+    features: new ServerFeatures(nc.info?.version ?? "0.0.0"),
+    logger: opts.logger ?? createLogger(),
+    messageLimit: Math.min(config.maxMessageBytes, serverMaxPayload - HEADER_ALLOWANCE),
+    serverMaxPayload,
+    channelPolicy: loadChannelPolicy(config.channelPolicyFile),
+    ingest: new JetStreamIngest(nc, { ...(opts.inboxPrefix !== undefined && { inboxPrefix: opts.inboxPrefix }) }),
+  };
 }

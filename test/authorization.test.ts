@@ -7,7 +7,7 @@ import { jetstream, jetstreamManager, AckPolicy } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { Mesh, parseSessionKey } from "../src/index.js";
 import { LocalNatsServer } from "../src/server/local-server.js";
-import { generateAuthorization, inboxPrefixFor } from "../src/topology/index.js";
+import { Names, generateAuthorization, inboxPrefixFor } from "../src/topology/index.js";
 
 const PREFIX = "mesh";
 const spec = { prefix: PREFIX, instances: { "gw-a": { password: "secret-a-123" }, "gw-b": { password: "secret-b-123" } } };
@@ -48,7 +48,7 @@ afterAll(async () => {
 describe("broker-enforced identity", () => {
   it("lets each instance send as itself and read its own inbox", async () => {
     const sent = await a.send({ from: "agent:main:main", to: { sessionKey: "agent:main:main", instance: "gw-b" }, body: "hi b" });
-    const run = await b.openSession("agent:main:main");
+    const run = await b.sessions.open("agent:main:main");
     const batch = await run.take();
     expect(batch.messages.map((m) => m.id)).toEqual([sent.id]);
     await batch.confirm();
@@ -59,8 +59,8 @@ describe("broker-enforced identity", () => {
     ["read another instance's inbox through a consumer", async (nc: NatsConnection) => (await jetstreamManager(nc)).consumers.add(`${PREFIX}_in_gw-b`, { durable_name: "spy", ack_policy: AckPolicy.Explicit }), `$JS.API.CONSUMER.CREATE.${PREFIX}_in_gw-b.spy`],
     ["read another instance's inbox by direct get", async (nc: NatsConnection) => (await jetstreamManager(nc, { checkAPI: false })).direct.getMessage(`${PREFIX}_in_gw-b`, { seq: 1 }), `$JS.API.DIRECT.GET.${PREFIX}_in_gw-b`],
     ["read another instance's inbox by message get", async (nc: NatsConnection) => (await jetstreamManager(nc, { checkAPI: false })).streams.getMessage(`${PREFIX}_in_gw-b`, { seq: 1 }), `$JS.API.STREAM.MSG.GET.${PREFIX}_in_gw-b`],
-    ["delete another instance's consumer", async (nc: NatsConnection) => (await jetstreamManager(nc, { checkAPI: false })).consumers.delete(`${PREFIX}_in_gw-b`, b.ctx.names.sessionConsumer(parseSessionKey("agent:main:main", "gw-b"))), `$JS.API.CONSUMER.DELETE.${PREFIX}_in_gw-b`],
-    ["pull from another instance's consumer", async (nc: NatsConnection) => (await jetstream(nc).consumers.get(`${PREFIX}_in_gw-b`, b.ctx.names.sessionConsumer(parseSessionKey("agent:main:main", "gw-b")))).next({ expires: 1000 }), `$JS.API.CONSUMER.INFO.${PREFIX}_in_gw-b`],
+    ["delete another instance's consumer", async (nc: NatsConnection) => (await jetstreamManager(nc, { checkAPI: false })).consumers.delete(`${PREFIX}_in_gw-b`, new Names(PREFIX).sessionConsumer(parseSessionKey("agent:main:main", "gw-b"))), `$JS.API.CONSUMER.DELETE.${PREFIX}_in_gw-b`],
+    ["pull from another instance's consumer", async (nc: NatsConnection) => (await jetstream(nc).consumers.get(`${PREFIX}_in_gw-b`, new Names(PREFIX).sessionConsumer(parseSessionKey("agent:main:main", "gw-b")))).next({ expires: 1000 }), `$JS.API.CONSUMER.INFO.${PREFIX}_in_gw-b`],
     ["write another instance's session registry entry", async (nc: NatsConnection) => (await new Kvm(nc).open(`${PREFIX}_sessions`, { bindOnly: true })).put("gw-b.main.main.=", "{}"), `$KV.${PREFIX}_sessions.gw-b.main.main.=`],
     ["send with another instance's identity", async (nc: NatsConnection) => jetstream(nc).publish(`${PREFIX}.in.gw-a.gw-b.main.main.=.msg`, "forged", { timeout: 2000 }), `${PREFIX}.in.gw-a.gw-b.main.main.=.msg`],
     ["subscribe to another instance's replies", async (nc: NatsConnection) => {

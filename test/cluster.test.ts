@@ -1,14 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Mesh } from "../src/index.js";
-import { TestCluster } from "./harness/cluster.js";
+import { MeshInspector, TestCluster } from "../src/testing/index.js";
 import { until } from "./harness/wait.js";
 import { uniquePrefix, smallRetention, fastInbox } from "./harness/mesh.js";
+
+const inspectors: MeshInspector[] = [];
 
 let cluster: TestCluster;
 beforeAll(async () => {
   cluster = await TestCluster.start();
 });
 afterAll(async () => {
+  for (const ins of inspectors) await ins.close();
   await cluster?.dispose();
 });
 
@@ -35,8 +38,10 @@ describe("three-node cluster", () => {
   it("loses nothing and doubles nothing when the session stream's leader is SIGKILLed mid-traffic, and the node catches up on rejoining", async () => {
     const prefix = uniquePrefix();
     const mesh = await clusterMesh(prefix);
-    const stream = mesh.ctx.names.inboxStream("gw1");
-    const info = await mesh.ctx.jsm.streams.info(stream);
+    const ins = await MeshInspector.connect(cluster.urls, prefix, { maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    inspectors.push(ins);
+    const stream = ins.names.inboxStream("gw1");
+    const info = await ins.jsm.streams.info(stream);
     expect(info.config.num_replicas).toBe(3);
     const leader = info.cluster!.leader!;
     expect(cluster.names).toContain(leader);
@@ -61,7 +66,7 @@ describe("three-node cluster", () => {
     await until(async () => (acked.length >= 100 ? true : undefined), "100 acknowledged sends");
     await cluster.node(leader).kill();
     const newLeader = await until(async () => {
-      const l = (await mesh.ctx.jsm.streams.info(stream).catch(() => undefined))?.cluster?.leader;
+      const l = (await ins.jsm.streams.info(stream).catch(() => undefined))?.cluster?.leader;
       return l && l !== leader ? l : undefined;
     }, "a new stream leader", 60_000);
     expect(newLeader).not.toBe(leader);
@@ -72,14 +77,14 @@ describe("three-node cluster", () => {
 
     await cluster.node(leader).restart();
     await until(async () => {
-      const c = (await mesh.ctx.jsm.streams.info(stream).catch(() => undefined))?.cluster;
+      const c = (await ins.jsm.streams.info(stream).catch(() => undefined))?.cluster;
       const back = c?.replicas?.find((r) => r.name === leader);
       return back?.current ? true : undefined;
     }, "the old leader to rejoin and catch up", 60_000);
 
     // Read until every acknowledged send has been shown (a consumer whose leader is moving may
     // answer a pull with nothing for a moment), then once more to catch anything doubled.
-    const inbox = await mesh.openInbox("agent:b:main");
+    const inbox = await mesh.sessions.openInbox("agent:b:main");
     const shown: string[] = [];
     const take = async () => {
       const batch = await inbox.take({ max: 500 });

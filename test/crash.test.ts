@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Mesh, parseSessionKey } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { fastInbox, openMesh, uniquePrefix } from "./harness/mesh.js";
+import { fastInbox, inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 import { SessionProcess } from "./harness/child.js";
 
 let server: TestServer;
@@ -14,6 +14,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(children.map((c) => c.sigkill()));
   await Promise.all(meshes.map((m) => m.close().catch(() => undefined)));
+  await removeTestStreams(server);
   await server.dispose();
 });
 
@@ -45,7 +46,7 @@ describe("surfaced exactly once across crashes", () => {
     await first.sigkill();
 
     // The ack never reached the server: the messages are still unacknowledged there.
-    const consumer = await m.ctx.jsm.consumers.info(m.ctx.names.inboxStream("gw1"), m.ctx.names.sessionConsumer(parseSessionKey(key, "gw1")));
+    const consumer = await (await inspect(server, prefix)).jsm.consumers.info((await inspect(server, prefix)).names.inboxStream("gw1"), (await inspect(server, prefix)).names.sessionConsumer(parseSessionKey(key, "gw1")));
     expect(consumer.ack_floor.stream_seq).toBe(0);
 
     const next = await sessionProcess(prefix, key);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
 import { SessionProcess } from "./harness/child.js";
 import { until } from "./harness/wait.js";
@@ -9,6 +9,7 @@ beforeAll(async () => {
   server = await startTestServer();
 });
 afterAll(async () => {
+  await removeTestStreams(server);
   await server.dispose();
 });
 
@@ -21,8 +22,8 @@ describe("single-server faults", () => {
     senders.forEach((p, i) => p.send({ op: "send-many", to: "agent:b:main", count: counts[i]!, concurrency: 8, idPrefix: `p${i}` }));
 
     // Kill the server once a good part of the traffic is in, while the rest is in flight.
-    const stream = observer.ctx.names.inboxStream("gw1");
-    await until(async () => ((await observer.ctx.jsm.streams.info(stream)).state.messages >= 250 ? true : undefined), "250 stored sends");
+    const stream = (await inspect(server, prefix)).names.inboxStream("gw1");
+    await until(async () => ((await (await inspect(server, prefix)).jsm.streams.info(stream)).state.messages >= 250 ? true : undefined), "250 stored sends");
     await server.kill();
     await server.restart();
 
@@ -32,7 +33,7 @@ describe("single-server faults", () => {
     const failed = reports.flatMap((r) => r.failed);
     expect(acked.length + failed.length).toBe(1000);
 
-    const inbox = await observer.openInbox("agent:b:main");
+    const inbox = await observer.sessions.openInbox("agent:b:main");
     const shown: string[] = [];
     for (;;) {
       const batch = await inbox.take({ max: 500 });

@@ -6,7 +6,7 @@ import { meshTools, type Mesh, type MeshSession } from "../src/index.js";
 import { ForbiddenRouteError, originFromHostContext, type HostContext } from "../src/handoff/index.js";
 import { AnnounceBodySchema, Kinds, type DeliveryTarget } from "../src/wire/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 
 let server: TestServer;
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -19,6 +19,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  await removeTestStreams(server);
   await server.dispose();
 });
 
@@ -91,9 +92,9 @@ const CASES: [string, string, HostContext, DeliveryTarget][] = [
 describe("origin through three hops", () => {
   it.each(CASES)("announces into %s, where the conversation started", async (_name, userKey, host, expected) => {
     const [ma, mb, mc] = await threeGateways();
-    const a = await ma.openSession(userKey);
-    const b = await mb.openSession("agent:planner:main");
-    const c = await mc.openSession("agent:analyst:main");
+    const a = await ma.sessions.open(userKey);
+    const b = await mb.sessions.open("agent:planner:main");
+    const c = await mc.sessions.open("agent:analyst:main");
     cleanups.push(() => Promise.all([a.close(), b.close(), c.close()]));
 
     const { origin, taskAB } = await threeHops(a, host, b, c, { result: "April: 412 units billed", action: "announce" });
@@ -114,9 +115,9 @@ describe("origin through three hops", () => {
 describe("routing overrides", () => {
   it("lets an allowed override win over the inherited origin", async () => {
     const [ma, mb, mc] = await threeGateways();
-    const a = await ma.openSession("agent:main:telegram:direct:8035547811");
-    const b = await mb.openSession("agent:planner:main");
-    const c = await mc.openSession("agent:analyst:main");
+    const a = await ma.sessions.open("agent:main:telegram:direct:8035547811");
+    const b = await mb.sessions.open("agent:planner:main");
+    const c = await mc.sessions.open("agent:analyst:main");
     cleanups.push(() => Promise.all([a.close(), b.close(), c.close()]));
     await threeHops(a, CASES[0]![2], b, c, { result: "posted to ops", action: "announce", announceTarget: "telegram:-100777", announceThreadId: "12" });
     // Same platform: the conversation's bot account carries over to the new chat.
@@ -125,9 +126,9 @@ describe("routing overrides", () => {
 
   it("refuses a forbidden override with a clear error and delivers nothing", async () => {
     const [ma, mb, mc] = await threeGateways();
-    const a = await ma.openSession("agent:main:telegram:direct:8035547811");
-    const b = await mb.openSession("agent:planner:main");
-    const c = await mc.openSession("agent:analyst:main");
+    const a = await ma.sessions.open("agent:main:telegram:direct:8035547811");
+    const b = await mb.sessions.open("agent:planner:main");
+    const c = await mc.sessions.open("agent:analyst:main");
     cleanups.push(() => Promise.all([a.close(), b.close(), c.close()]));
     const { taskBC, done } = await threeHops(a, CASES[0]![2], b, c, { result: "leak", action: "announce", announceTarget: "telegram:-100666" });
     expect(done).toMatchObject({ ok: false, details: { error: "forbidden_route" } });
@@ -137,16 +138,16 @@ describe("routing overrides", () => {
     expect((elsewhere as Error).message).toContain("the channel policy allows only telegram:-100*, slack:C0OPS*");
 
     // Nothing recorded, nothing delivered: the task is still open, no inbox got anything.
-    expect((await (await mc.registry()).get(taskBC))?.record.state).toBe("submitted");
+    expect((await mc.tasks.get(taskBC))?.state).toBe("submitted");
     expect((await b.take()).messages).toEqual([]);
     expect(await deliverAnnounces(a)).toEqual([]);
   });
 
   it("allows a thread override inside the conversation's own chat without a policy entry", async () => {
     const [ma, mb, mc] = await threeGateways();
-    const a = await ma.openSession("agent:main:slack:channel:c0123abc:thread:1700000000.000100");
-    const b = await mb.openSession("agent:planner:main");
-    const c = await mc.openSession("agent:analyst:main");
+    const a = await ma.sessions.open("agent:main:slack:channel:c0123abc:thread:1700000000.000100");
+    const b = await mb.sessions.open("agent:planner:main");
+    const c = await mc.sessions.open("agent:analyst:main");
     cleanups.push(() => Promise.all([a.close(), b.close(), c.close()]));
     await threeHops(a, CASES[3]![2], b, c, { result: "in a new thread", action: "announce", announceThreadId: "1700000000.999999" });
     expect(await deliverAnnounces(a)).toEqual([{ target: { channel: "slack", to: "C0123ABC", threadId: "1700000000.999999" }, text: "in a new thread" }]);

@@ -4,13 +4,14 @@ import { parseSessionKey, type Mesh } from "../src/index.js";
 import { decodeEnvelope } from "../src/wire/index.js";
 import { meshTools } from "../src/tools/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 
 let server: TestServer;
 beforeAll(async () => {
   server = await startTestServer();
 });
 afterAll(async () => {
+  await removeTestStreams(server);
   await server.dispose();
 });
 
@@ -48,7 +49,9 @@ describe("hostile input", () => {
     const prefix = uniquePrefix();
     const m: Mesh = await openMesh(server, { prefix, instance: "gw1", retention: { parkedMaxBytes: 64 * 1024 * 1024 } });
     const to = parseSessionKey("agent:b:main", "gw1");
-    const subject = m.ctx.names.inboxSubject(to, "gw1", "msg");
+    const ins = await inspect(server, prefix);
+    const subject = ins.names.inboxSubject(to, "gw1", "msg");
+    const raw = (data: Uint8Array, msgID: string) => ins.js.publish(subject, data, { msgID, expect: { streamName: ins.names.inboxStream("gw1") } });
     const good = (id: string) => ({ v: 1, id, kind: "msg", from: parseSessionKey("agent:a:main", "gw1"), to, body: id, sentAt: new Date().toISOString() });
     const expectedReasons = new Map<string, number>();
     const goodIds: string[] = [];
@@ -57,16 +60,16 @@ describe("hostile input", () => {
       if (n % 100 === 0) {
         const id = `good${n}`;
         goodIds.push(id);
-        pending.push(m.ctx.ingest.publish(subject, utf8.encode(JSON.stringify(good(id))), id, m.ctx.names.inboxStream("gw1")));
+        pending.push(raw(utf8.encode(JSON.stringify(good(id))), id));
       }
       const [bytes, reason] = malformed(n, good);
       expectedReasons.set(reason, (expectedReasons.get(reason) ?? 0) + 1);
-      pending.push(m.ctx.ingest.publish(subject, bytes, `raw${n}`, m.ctx.names.inboxStream("gw1")));
+      pending.push(raw(bytes, `raw${n}`));
       if (pending.length >= 512) await Promise.all(pending.splice(0));
     }
     await Promise.all(pending);
 
-    const inbox = await m.openInbox(to);
+    const inbox = await m.sessions.openInbox(to);
     const delivered: string[] = [];
     for (;;) {
       const batch = await inbox.take({ max: 1000 });
@@ -77,7 +80,7 @@ describe("hostile input", () => {
     await inbox.close();
     expect(delivered).toEqual(goodIds);
 
-    const parked = await m.listParked(to);
+    const parked = await m.parked.list(to);
     expect(parked).toHaveLength(10_000);
     const reasons = new Map<string, number>();
     for (const p of parked) reasons.set(p.reason, (reasons.get(p.reason) ?? 0) + 1);
@@ -89,9 +92,10 @@ describe("hostile input", () => {
     const prefix = uniquePrefix();
     const m = await openMesh(server, { prefix, instance: "gw1", maxMessageBytes: 4096 });
     const to = parseSessionKey("agent:b:main", "gw1");
-    const err = await m.ctx.ingest.publish(m.ctx.names.inboxSubject(to, "gw1", "msg"), new Uint8Array(8000), "big", m.ctx.names.inboxStream("gw1")).catch((e: unknown) => e);
+    const ins = await inspect(server, prefix);
+    const err = await ins.js.publish(ins.names.inboxSubject(to, "gw1", "msg"), new Uint8Array(8000), { msgID: "big" }).catch((e: unknown) => e);
     expect(String(err)).toMatch(/message size exceeds maximum allowed/i);
-    expect((await m.ctx.jsm.streams.info(m.ctx.names.inboxStream("gw1"))).state.messages).toBe(0);
+    expect(await ins.storedInbox("gw1")).toBe(0);
     await m.close();
   });
 });
@@ -110,7 +114,7 @@ describe("hostile input (property)", () => {
 
   it("answers any JSON value given as tool parameters with a result, never a throw", async () => {
     const m = await openMesh(server, { prefix: uniquePrefix(), instance: "gw1" });
-    const session = await m.openSession("agent:a:main");
+    const session = await m.sessions.open("agent:a:main");
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...meshTools), fc.jsonValue(), async (tool, params) => {
         const r = await tool.execute(params, { session });
@@ -127,8 +131,9 @@ describe("hostile input (property)", () => {
 describe("oversize publishes", () => {
   it("disconnects a raw publisher that goes over the server's max_payload, while a mesh client refuses before sending and stays connected", async () => {
     const { createConnection } = await import("node:net");
-    const m = await openMesh(server, { prefix: uniquePrefix(), instance: "gw1", maxMessageBytes: 8 * 1024 * 1024 });
-    const maxPayload = m.ctx.serverMaxPayload;
+    const prefix = uniquePrefix();
+    const m = await openMesh(server, { prefix, instance: "gw1", maxMessageBytes: 8 * 1024 * 1024 });
+    const maxPayload = (await inspect(server, prefix)).nc.info!.max_payload;
     // The mesh caps its own limit below the server's max_payload and names both.
     const err = await m.send({ from: "agent:a:main", to: "agent:b:main", body: "x".repeat(maxPayload) }).catch((e: unknown) => e);
     expect(String(err)).toContain(`(server max_payload is ${maxPayload} bytes)`);
@@ -151,7 +156,7 @@ describe("oversize publishes", () => {
     // The mesh client was never disconnected by any of it.
     const ok = await m.send({ from: "agent:a:main", to: "agent:b:main", body: "still here" });
     expect(ok.seq).toBeGreaterThan(0);
-    expect(m.ctx.nc.isClosed()).toBe(false);
+    expect(m.isClosed).toBe(false);
     await m.close();
   });
 });

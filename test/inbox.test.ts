@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomUUID } from "node:crypto";
 import { Mesh, parseSessionKey, type InboxMessage } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { inspect, internalContext, openMesh, uniquePrefix, removeTestStreams, closeInternalContexts } from "./harness/mesh.js";
 import { SessionProcess } from "./harness/child.js";
 import { consumerDeleted, until } from "./harness/wait.js";
 import { SessionLease } from "../src/inbox/index.js";
@@ -15,6 +15,8 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await Promise.all(open.map((m) => m.close().catch(() => undefined)));
+  await closeInternalContexts();
+  await removeTestStreams(server);
   await server.dispose();
 });
 
@@ -50,7 +52,7 @@ describe("session inbox", () => {
     const m = await mesh(prefix);
     const sent = [];
     for (let i = 0; i < 25; i++) sent.push((await m.send({ from: "agent:a:main", to: "agent:b:main", body: i })).id);
-    const inbox = await m.openInbox("agent:b:main");
+    const inbox = await m.sessions.openInbox("agent:b:main");
     const got: string[] = [];
     for (;;) {
       const batch = await inbox.take({ max: 7 });
@@ -77,7 +79,7 @@ describe("session inbox", () => {
       return r.duplicate ? undefined : r;
     }, "the duplicate window to pass");
     expect(late.seq).not.toBe(first.seq);
-    const inbox = await m.openInbox("agent:b:main");
+    const inbox = await m.sessions.openInbox("agent:b:main");
     const batch = await inbox.take();
     expect(ids(batch.messages)).toEqual([envId]);
     await batch.confirm();
@@ -97,7 +99,7 @@ describe("session inbox", () => {
     const m = await mesh(prefix);
     const a = await m.send({ from: "agent:x:main", to: "agent:leasing-ops:cron:job1:run:r1", body: "to the run" });
     const b = await m.send({ from: "agent:x:main", to: "agent:leasing-ops:cron:job1", body: "to the job" });
-    const inbox = await m.openInbox("agent:leasing-ops:cron:job1:run:r2");
+    const inbox = await m.sessions.openInbox("agent:leasing-ops:cron:job1:run:r2");
     const batch = await inbox.take();
     expect(ids(batch.messages)).toEqual([a.id, b.id]);
     expect(batch.messages[0]!.to.run).toBe("r1");
@@ -118,7 +120,7 @@ describe("session inbox", () => {
       [gw1, "agent:main:telegram:direct:2", [toB.id]],
       [gw2, "agent:main:telegram:direct:1", [toGw2.id]],
     ] as const) {
-      const inbox = await m.openInbox(key);
+      const inbox = await m.sessions.openInbox(key);
       const batch = await inbox.take();
       expect(ids(batch.messages)).toEqual(want);
       await batch.confirm();
@@ -133,9 +135,9 @@ describe("session inbox", () => {
     const sent: string[] = [];
     for (let i = 0; i < 10; i++) sent.push((await m1.send({ from: "agent:a:main", to: "agent:b:main", body: i })).id);
 
-    const first = await m1.openInbox("agent:b:main");
+    const first = await m1.sessions.openInbox("agent:b:main");
     let secondOpened = false;
-    const secondPromise = m2.openInbox("agent:b:main", { waitMs: 30_000 }).then((i) => {
+    const secondPromise = m2.sessions.openInbox("agent:b:main", { waitMs: 30_000 }).then((i) => {
       secondOpened = true;
       return i;
     });
@@ -154,8 +156,8 @@ describe("session inbox", () => {
 
   it("keeps its lease when renewals overlap (a timer renewal racing a take)", async () => {
     const prefix = uniquePrefix();
-    const m = await mesh(prefix);
-    const lease = await SessionLease.acquire(m.ctx, parseSessionKey("agent:b:main", "gw1"));
+    await mesh(prefix); // provisions the instance's lease bucket
+    const lease = await SessionLease.acquire(await internalContext(server, prefix, "gw1"), parseSessionKey("agent:b:main", "gw1"));
     await Promise.all([lease.renew(), lease.renew(), lease.renew(), lease.ensureHeld()]);
     expect(lease.held).toBe(true);
     await lease.renew();
@@ -169,19 +171,19 @@ describe("session inbox", () => {
     const sent: string[] = [];
     for (let i = 0; i < 5; i++) sent.push((await m.send({ from: "agent:a:main", to: key, body: i })).id);
 
-    const inbox = await m.openInbox(key);
+    const inbox = await m.sessions.openInbox(key);
     const shown = await inbox.take({ max: 3 });
     await shown.confirm();
     const unshown = await inbox.take({ max: 2 });
     expect(ids(unshown.messages)).toEqual(sent.slice(3));
     const address = parseSessionKey(key, "gw1");
-    const reaped = consumerDeleted(m.ctx.nc, m.ctx.names.inboxStream("gw1"), m.ctx.names.sessionConsumer(address));
+    const reaped = consumerDeleted((await inspect(server, prefix)).nc, (await inspect(server, prefix)).names.inboxStream("gw1"), (await inspect(server, prefix)).names.sessionConsumer(address));
     await unshown.release();
     await inbox.close();
     await reaped;
 
     sent.push((await m.send({ from: "agent:a:main", to: key, body: 5 })).id);
-    const again = await m.openInbox(key);
+    const again = await m.sessions.openInbox(key);
     const batch = await again.take();
     expect(ids(batch.messages)).toEqual(sent.slice(3));
     await batch.confirm();
@@ -193,12 +195,12 @@ describe("session inbox", () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1", { inbox: { ackWaitMs: 1000 } });
     await m.send({ from: "agent:a:main", to: "agent:b:main", body: "long turn" });
-    const inbox = await m.openInbox("agent:b:main");
+    const inbox = await m.sessions.openInbox("agent:b:main");
     const batch = await inbox.take();
     expect(batch.messages).toHaveLength(1);
     // A simulated slow model turn: three ack deadlines long.
     await new Promise((r) => setTimeout(r, 3200));
-    const info = await m.ctx.jsm.consumers.info(m.ctx.names.inboxStream("gw1"), m.ctx.names.sessionConsumer(inbox.session));
+    const info = await (await inspect(server, prefix)).jsm.consumers.info((await inspect(server, prefix)).names.inboxStream("gw1"), (await inspect(server, prefix)).names.sessionConsumer(inbox.session));
     expect(info.num_redelivered).toBe(0);
     expect(info.num_ack_pending).toBe(1);
     await batch.confirm();

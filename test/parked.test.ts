@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Mesh, parseSessionKey } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 import { SessionProcess } from "./harness/child.js";
 
 let server: TestServer;
@@ -12,6 +12,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await Promise.all(meshes.map((m) => m.close().catch(() => undefined)));
+  await removeTestStreams(server);
   await server.dispose();
 });
 
@@ -41,7 +42,7 @@ describe("parking malformed and failing messages", () => {
     const m = await mesh(prefix);
     const key = "agent:b:telegram:direct:42";
     const to = parseSessionKey(key, "gw1");
-    const subject = m.ctx.names.inboxSubject(to, "gw1", "msg");
+    const subject = (await inspect(server, prefix)).names.inboxSubject(to, "gw1", "msg");
     const garbage: [Uint8Array | string, string][] = [
       ["not json at all", "invalid_json"],
       [new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), "invalid_utf8"],
@@ -51,21 +52,21 @@ describe("parking malformed and failing messages", () => {
       [JSON.stringify(envelope("gw9", key)), "sender_mismatch"],
       [JSON.stringify(envelope("gw1", "agent:someone-else:main")), "recipient_mismatch"],
     ];
-    for (const [data] of garbage) await m.ctx.js.publish(subject, data);
+    for (const [data] of garbage) await (await inspect(server, prefix)).js.publish(subject, data);
     const good = await m.send({ from: "agent:a:main", to: key, body: "good" });
 
-    const inbox = await m.openInbox(key);
+    const inbox = await m.sessions.openInbox(key);
     const batch = await inbox.take();
     expect(batch.messages.map((x) => x.id)).toEqual([good.id]);
     await batch.confirm();
     await inbox.close();
 
-    const parked = await m.listParked(key);
+    const parked = await m.parked.list(key);
     expect(parked.map((p) => p.reason)).toEqual(garbage.map(([, reason]) => reason));
     expect(parked.every((p) => p.subject === subject && p.sessionKey === key)).toBe(true);
 
     // Consumer gone and server restarted: a fresh process still sees every parked message.
-    await m.ctx.jsm.consumers.delete(m.ctx.names.inboxStream("gw1"), m.ctx.names.sessionConsumer(to));
+    await (await inspect(server, prefix)).jsm.consumers.delete((await inspect(server, prefix)).names.inboxStream("gw1"), (await inspect(server, prefix)).names.sessionConsumer(to));
     await server.kill();
     await server.restart();
     const operator = await SessionProcess.start({ url: server.url, prefix, instance: "gw1" });
@@ -80,19 +81,19 @@ describe("parking malformed and failing messages", () => {
     const m = await mesh(prefix, { inbox: { maxDeliveries: 2 } });
     const key = "agent:b:main";
     const sent = await m.send({ from: "agent:a:main", to: key, body: "fragile" });
-    const inbox = await m.openInbox(key);
+    const inbox = await m.sessions.openInbox(key);
     for (let attempt = 1; attempt <= 2; attempt++) {
       const batch = await inbox.take();
       expect(batch.messages.map((x) => x.id)).toEqual([sent.id]);
       await batch.release();
     }
     expect((await inbox.take()).messages).toEqual([]);
-    const parked = await m.listParked(key);
+    const parked = await m.parked.list(key);
     expect(parked).toHaveLength(1);
     expect(parked[0]!.reason).toBe("max_deliveries");
 
-    await m.redriveParked(parked[0]!.parkedSeq);
-    expect(await m.listParked(key)).toEqual([]);
+    await m.parked.redrive(parked[0]!.parkedSeq);
+    expect(await m.parked.list(key)).toEqual([]);
     const batch = await inbox.take();
     expect(batch.messages.map((x) => x.id)).toEqual([sent.id]);
     await batch.confirm();
@@ -104,7 +105,7 @@ describe("parking malformed and failing messages", () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, { maxMessageBytes: 2048 });
     await expect(m.send({ from: "agent:a:main", to: "agent:b:main", body: "x".repeat(5000) })).rejects.toThrow(/mesh limit is 2048 bytes/);
-    const info = await m.ctx.jsm.streams.info(m.ctx.names.inboxStream("gw1"));
+    const info = await (await inspect(server, prefix)).jsm.streams.info((await inspect(server, prefix)).names.inboxStream("gw1"));
     expect(info.state.messages).toBe(0);
   });
 });

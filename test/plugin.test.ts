@@ -5,13 +5,14 @@ import { pluginConfigJsonSchema } from "../src/openclaw/config.js";
 import type { HookHandlers, HostTool, PluginApi, ToolFactoryContext } from "../src/openclaw/host-types.js";
 import { meshTools, type Mesh } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 
 let server: TestServer;
 beforeAll(async () => {
   server = await startTestServer();
 });
 afterAll(async () => {
+  await removeTestStreams(server);
   await server.dispose();
 });
 
@@ -73,7 +74,7 @@ describe("OpenClaw plugin", () => {
     const out = await send.execute("call1", { sessionKey: "agent:main:main", instance: "gw2", message: "hello from gw1" });
     expect(out.content[0]!.text).toContain("delivered to the inbox of gw2/agent:main:main");
 
-    const peer = await other.openSession("agent:main:main");
+    const peer = await other.sessions.open("agent:main:main");
     const batch = await peer.take();
     expect(batch.messages[0]!.envelope.origin).toMatchObject({ channel: "telegram", to: "42", session: { instance: "gw1" } });
     await peer.reply(batch.messages[0]!, "hello back");

@@ -4,7 +4,7 @@ import { Mesh, meshTools, parseSessionKey } from "../src/index.js";
 import { AmbiguousChannelError, UnknownChannelError } from "../src/registry/index.js";
 import { Kinds, SessionRecordSchema } from "../src/wire/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 import { SessionProcess } from "./harness/child.js";
 
 let server: TestServer;
@@ -15,6 +15,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  await removeTestStreams(server);
   await server.dispose();
 });
 
@@ -35,43 +36,43 @@ describe("session registry: honest status (incident 002)", () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
     const worker = "agent:researcher:telegram:direct:42";
-    const run1 = await m.openSession(worker);
-    expect((await m.listSessions({ agent: "researcher" }))[0]).toMatchObject({ lifecycle: "active", resumable: true });
+    const run1 = await m.sessions.open(worker);
+    expect((await m.sessions.list({ agent: "researcher" }))[0]).toMatchObject({ lifecycle: "active", resumable: true });
     await run1.close({ outcome: "timeout", error: "model call exceeded 600 s" });
 
-    const [row] = await m.listSessions({ agent: "researcher" });
+    const [row] = await m.sessions.list({ agent: "researcher" });
     expect(row).toMatchObject({ sessionKey: worker, owner: "gw1", lifecycle: "idle", resumable: true, lastTurn: { outcome: "timeout", error: "model call exceeded 600 s" } });
     expect(row!.task).toBeUndefined();
 
-    const boss = await m.openSession("agent:boss:main");
+    const boss = await m.sessions.open("agent:boss:main");
     const listed = await tool("mesh_sessions").execute({ agentId: "researcher" }, { session: boss });
     expect(listed.text).toContain(`- ${worker} @gw1: idle, resumable, last turn timeout (model call exceeded 600 s)`);
     expect(listed.text).toContain("a last turn of timeout or error does not mean the session is gone");
     const sent = await boss.send({ to: parseSessionKey(worker, "gw1"), body: "please continue where you stopped" });
 
-    const run2 = await m.openSession(worker);
-    expect((await m.listSessions({ agent: "researcher" }))[0]).toMatchObject({ lifecycle: "active", resumable: true });
+    const run2 = await m.sessions.open(worker);
+    expect((await m.sessions.list({ agent: "researcher" }))[0]).toMatchObject({ lifecycle: "active", resumable: true });
     const batch = await run2.take();
     expect(batch.messages.map((x) => [x.id, x.body])).toEqual([[sent.id, "please continue where you stopped"]]);
     await batch.confirm();
     await run2.close({ outcome: "ok" });
-    expect((await m.listSessions({ agent: "researcher" }))[0]).toMatchObject({ lifecycle: "idle", lastTurn: { outcome: "ok" } });
+    expect((await m.sessions.list({ agent: "researcher" }))[0]).toMatchObject({ lifecycle: "idle", lastTurn: { outcome: "ok" } });
     await boss.close();
   });
 
   it("sets the task field only by explicit declaration, never from a turn", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const boss = await m.openSession("agent:boss:main");
-    const w = await m.openSession("agent:w:main");
+    const boss = await m.sessions.open("agent:boss:main");
+    const w = await m.sessions.open("agent:w:main");
     const t = await boss.delegate({ to: w.address, message: "x" });
     await w.close({ outcome: "error", error: "tool crashed" });
-    expect((await m.listSessions({ agent: "w" }))[0]!.task).toBeUndefined();
-    const w2 = await m.openSession("agent:w:main");
+    expect((await m.sessions.list({ agent: "w" }))[0]!.task).toBeUndefined();
+    const w2 = await m.sessions.open("agent:w:main");
     await w2.setTaskState(t.taskId, "working");
-    expect((await m.listSessions({ agent: "w" }))[0]).toMatchObject({ task: { state: "working", taskId: t.taskId }, lastTurn: { outcome: "error" } });
+    expect((await m.sessions.list({ agent: "w" }))[0]).toMatchObject({ task: { state: "working", taskId: t.taskId }, lastTurn: { outcome: "error" } });
     await w2.complete({ taskId: t.taskId, state: "completed", result: "ok" });
-    expect((await m.listSessions({ agent: "w" }))[0]!.task).toMatchObject({ state: "completed" });
+    expect((await m.sessions.list({ agent: "w" }))[0]!.task).toMatchObject({ state: "completed" });
     await Promise.all([w2.close(), boss.close()]);
   });
 });
@@ -98,7 +99,7 @@ describe("idempotent spawn by task key", () => {
   it("starts a new session with forceNew, and after the old one closed", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const boss = await m.openSession("agent:boss:main");
+    const boss = await m.sessions.open("agent:boss:main");
     const key = { key: "weekly-digest", agent: "writer", instance: "gw1" };
     const first = await boss.delegate({ message: "digest", taskKey: key });
     const again = await boss.delegate({ message: "digest", taskKey: key });
@@ -106,7 +107,7 @@ describe("idempotent spawn by task key", () => {
     const forced = await boss.delegate({ message: "digest", taskKey: { ...key, forceNew: true } });
     expect(forced.reused).toBe(false);
     expect(forced.assignee.session).not.toBe(first.assignee.session);
-    await m.closeSession(forced.assignee);
+    await m.sessions.close(forced.assignee);
     const afterClose = await boss.delegate({ message: "digest", taskKey: key });
     expect(afterClose.reused).toBe(false);
     expect(afterClose.assignee.session).not.toBe(forced.assignee.session);
@@ -126,8 +127,8 @@ describe("channel directory and cross-instance watches (incident 003)", () => {
 
     // Instance A, up: delegates by channel address and watches the task.
     let a = await mesh(prefix, "gw-a");
-    let luna = await a.openSession("agent:luna:discord:channel:dispatch");
-    const to = await a.resolveChannel("discord:#product-chat");
+    let luna = await a.sessions.open("agent:luna:discord:channel:dispatch");
+    const to = await a.channels.resolve("discord:#product-chat");
     expect(to).toMatchObject({ instance: "gw-b", agent: "leader" });
     const t1 = await luna.delegate({ to, message: "ship the pricing page" });
     const watched1 = await tool("mesh_watch").execute({ taskId: t1.taskId, events: ["completed", "failed"] }, { session: luna });
@@ -143,14 +144,14 @@ describe("channel directory and cross-instance watches (incident 003)", () => {
 
     // Second task; then A stops before B finishes it.
     const t2 = await luna.delegate({ to, message: "write the changelog" });
-    await a.services().then((s) => s.watches.add(luna.address, { taskId: t2.taskId }, ["completed"]));
+    await luna.services.watches.add(luna.address, { taskId: t2.taskId }, ["completed"]);
     await luna.close();
     await a.close();
     b.send({ op: "serve-once" });
     await b.expect("served");
 
     a = await mesh(prefix, "gw-a");
-    luna = await a.openSession("agent:luna:discord:channel:dispatch");
+    luna = await a.sessions.open("agent:luna:discord:channel:dispatch");
     const arrived = await luna.take();
     expect(arrived.messages.map((x) => [x.kind, x.taskId])).toEqual([
       [Kinds.taskComplete, t2.taskId],
@@ -164,23 +165,23 @@ describe("channel directory and cross-instance watches (incident 003)", () => {
   it("names the candidates when a channel address is unknown or ambiguous", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    await m.bindChannel("discord:#product-chat", "agent:leader:discord:channel:product-chat");
-    await m.bindChannel("discord:#product-chat", "agent:pm:discord:channel:product-chat");
-    await m.bindChannel("telegram:-100123/topic/42", "agent:ops:telegram:group:-100123:topic:42");
+    await m.channels.bind("discord:#product-chat", "agent:leader:discord:channel:product-chat");
+    await m.channels.bind("discord:#product-chat", "agent:pm:discord:channel:product-chat");
+    await m.channels.bind("telegram:-100123/topic/42", "agent:ops:telegram:group:-100123:topic:42");
 
-    const unknown = await m.resolveChannel("discord:#product-chta").catch((e: unknown) => e);
+    const unknown = await m.channels.resolve("discord:#product-chta").catch((e: unknown) => e);
     expect(unknown).toBeInstanceOf(UnknownChannelError);
     expect((unknown as Error).message).toBe("no session serves discord:#product-chta. Known channel addresses: discord:#product-chat.");
 
-    const ambiguous = await m.resolveChannel("discord:#product-chat").catch((e: unknown) => e);
+    const ambiguous = await m.channels.resolve("discord:#product-chat").catch((e: unknown) => e);
     expect(ambiguous).toBeInstanceOf(AmbiguousChannelError);
     expect((ambiguous as Error).message).toContain("agent:leader:discord:channel:product-chat @gw1 (agent leader)");
     expect((ambiguous as Error).message).toContain("agent:pm:discord:channel:product-chat @gw1 (agent pm)");
     expect((ambiguous as Error).message).toContain("Say which with agentId");
-    expect(await m.resolveChannel("discord:#product-chat", { agent: "pm" })).toMatchObject({ agent: "pm", instance: "gw1" });
-    expect(await m.resolveChannel("TELEGRAM:-100123/topic/42")).toMatchObject({ agent: "ops" });
+    expect(await m.channels.resolve("discord:#product-chat", { agent: "pm" })).toMatchObject({ agent: "pm", instance: "gw1" });
+    expect(await m.channels.resolve("TELEGRAM:-100123/topic/42")).toMatchObject({ agent: "ops" });
 
-    const boss = await m.openSession("agent:boss:main");
+    const boss = await m.sessions.open("agent:boss:main");
     const viaTool = await tool("mesh_send").execute({ channel: "discord:#product-chat", message: "hi" }, { session: boss });
     expect(viaTool).toMatchObject({ ok: false, details: { error: "ambiguous_channel" } });
     const wrongAgent = await tool("mesh_send").execute({ channel: "discord:#product-chat", agentId: "qa", message: "hi" }, { session: boss });
@@ -195,11 +196,13 @@ describe("channel directory and cross-instance watches (incident 003)", () => {
 describe("crashed instances", () => {
   it("moves a SIGKILLed instance's active session to idle (seen as a KV watch event), resumable, never closed", async () => {
     const prefix = uniquePrefix();
-    const observer = await mesh(prefix, "gw-a", { registry: { janitorIntervalMs: 100 } });
+    // The janitor of the victim's own instance, in another process of it, notices.
+    await mesh(prefix, "gw-b", { janitor: true, registry: { janitorIntervalMs: 100 } });
     const victimKey = "agent:leader:discord:channel:product-chat";
-    const kv = await new Kvm(observer.ctx.nc).open(observer.ctx.names.sessionBucket());
+    const ins = await inspect(server, prefix);
+    const kv = await new Kvm(ins.nc).open(ins.names.sessionBucket());
     const lifecycles: string[] = [];
-    const key = observer.ctx.names.sessionRecordKey(parseSessionKey(victimKey, "gw-b"));
+    const key = ins.names.sessionRecordKey(parseSessionKey(victimKey, "gw-b"));
     const watch = await kv.watch({ key });
     const sawIdle = (async () => {
       for await (const e of watch) {

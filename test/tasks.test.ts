@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Mesh, parseSessionKey } from "../src/index.js";
 import { Kinds } from "../src/wire/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 import { Latch, scriptedAgent, type ScriptedAgent } from "./harness/agents.js";
 import { until } from "./harness/wait.js";
 
@@ -14,6 +14,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  await removeTestStreams(server);
   await server.dispose();
 });
 
@@ -29,11 +30,10 @@ async function agent(...args: Parameters<typeof scriptedAgent>): Promise<Scripte
 }
 
 /** Count of stored task.complete events on a session's inbox subjects. */
-async function storedCompletions(m: Mesh, instance: string, sessionKey: string): Promise<number> {
+async function storedCompletions(prefix: string, instance: string, sessionKey: string): Promise<number> {
+  const ins = await inspect(server, prefix);
   const address = parseSessionKey(sessionKey, instance);
-  const subject = m.ctx.names.inboxSubject(address, "*", Kinds.taskComplete).replace(/\.\*\./, ".*.");
-  const info = await m.ctx.jsm.streams.info(m.ctx.names.inboxStream(instance), { subjects_filter: subject });
-  return Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
+  return ins.storedInbox(instance, ins.names.inboxSubject(address, "*", Kinds.taskComplete).replace(/\.\*\./, ".*."));
 }
 
 describe("independent sends and pingbacks (incident 000)", () => {
@@ -49,7 +49,7 @@ describe("independent sends and pingbacks (incident 000)", () => {
     });
 
     const caller = "agent:leasing-ops:cron:8babbec2:run:e08e19ff";
-    const run1 = await ops.openSession(caller);
+    const run1 = await ops.sessions.open(caller);
     const fastP = run1.delegate({ to: parseSessionKey("agent:re-portal:telegram:direct:8035547811", "gw-tg"), message: "April occupancy", waitMs: 30_000 });
     const slowP = run1.delegate({ to: parseSessionKey("agent:web-research:telegram:direct:8035547811", "gw-tg"), message: "municode lookup", waitMs: 30_000 });
 
@@ -65,7 +65,7 @@ describe("independent sends and pingbacks (incident 000)", () => {
     slowGate.open();
     await slow.nextFinish();
 
-    const run2 = await ops.openSession("agent:leasing-ops:cron:8babbec2:run:f19a2b00");
+    const run2 = await ops.sessions.open("agent:leasing-ops:cron:8babbec2:run:f19a2b00");
     const batch = await run2.take();
     expect(batch.messages.map((m) => [m.kind, m.taskId])).toEqual([[Kinds.taskComplete, slowAtRunEnd.taskId]]);
     expect(batch.messages[0]!.body).toMatchObject({ state: "completed", result: { ordinance: "found" } });
@@ -80,7 +80,7 @@ describe("independent sends and pingbacks (incident 000)", () => {
     const gate = new Latch();
     // Two responders answer plain messages; the second only when the test opens its gate.
     const responders = ["agent:fast:main", "agent:slow:main"].map(async (key, i) => {
-      const s = await m.openSession(key);
+      const s = await m.sessions.open(key);
       cleanups.push(() => s.close());
       const arrival = s.nextArrival();
       let batch = await s.take();
@@ -92,7 +92,7 @@ describe("independent sends and pingbacks (incident 000)", () => {
       if (i === 1) await gate.opened;
       for (const msg of batch.messages) await s.reply(msg, { echo: msg.body });
     });
-    const caller = await m.openSession("agent:caller:main");
+    const caller = await m.sessions.open("agent:caller:main");
     const toFast = caller.send({ to: parseSessionKey("agent:fast:main", "gw1"), body: "ping fast", waitMs: 30_000 });
     const toSlow = caller.send({ to: parseSessionKey("agent:slow:main", "gw1"), body: "ping slow", waitMs: 30_000 });
     expect(await toFast).toMatchObject({ status: "replied", reply: { echo: "ping fast" } });
@@ -107,10 +107,10 @@ describe("independent sends and pingbacks (incident 000)", () => {
   it("returns at once when the wait ends first, and the reply lands in the caller's inbox later", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const caller = await m.openSession("agent:caller:main");
+    const caller = await m.sessions.open("agent:caller:main");
     const out = await caller.send({ to: parseSessionKey("agent:quiet:main", "gw1"), body: "anyone?", waitMs: 1 });
     expect(out.status).toBe("sent");
-    const quiet = await m.openSession("agent:quiet:main");
+    const quiet = await m.sessions.open("agent:quiet:main");
     const batch = await quiet.take();
     await quiet.reply(batch.messages[0]!, "late answer");
     await batch.confirm();
@@ -126,7 +126,7 @@ describe("run boundaries", () => {
   it("returns a pingback that landed mid-run at the next boundary, while the run is still going", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const run = await m.openSession("agent:caller:main");
+    const run = await m.sessions.open("agent:caller:main");
     expect((await run.take()).messages).toEqual([]); // run start: nothing yet
     const worker = await agent(m, "agent:w:main", async () => ({ state: "completed", result: "mid-run result" }));
     const t = await run.delegate({ to: parseSessionKey("agent:w:main", "gw1"), message: "go" });
@@ -145,13 +145,13 @@ describe("await (incident 001)", () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
     const parentKey = "agent:arcimun:main";
-    const parent = await m.openSession(parentKey);
+    const parent = await m.sessions.open(parentKey);
     const children = await Promise.all([1, 2, 3, 4, 5].map((i) => agent(m, `agent:worker${i}:main`, async (req) => ({ state: "completed", result: `done ${req.message}` }))));
     const delegated = await Promise.all(children.map((_, i) => parent.delegate({ to: parseSessionKey(`agent:worker${i + 1}:main`, "gw1"), message: `part ${i + 1}` })));
 
     // The parent is "inside a long tool call": it does nothing until every child has finished.
     await Promise.all(children.map((c) => c.nextFinish()));
-    expect(await storedCompletions(m, "gw1", parentKey)).toBe(5);
+    expect(await storedCompletions(prefix, "gw1", parentKey)).toBe(5);
 
     const r = await parent.await(delegated.map((d) => ({ taskId: d.taskId })), { mode: "all", timeoutMs: 30_000 });
     expect(r.timedOut).toBe(false);
@@ -164,7 +164,7 @@ describe("await (incident 001)", () => {
   it("returns what is done plus each pending item's state on timeout, and leaves the pending ones to the inbox", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const parent = await m.openSession("agent:boss:main");
+    const parent = await m.sessions.open("agent:boss:main");
     const gate = new Latch();
     await agent(m, "agent:quick:main", async () => ({ state: "completed", result: "quick" }));
     await agent(m, "agent:busy:main", async (req, s) => {
@@ -176,9 +176,8 @@ describe("await (incident 001)", () => {
     expect(quick.finished?.state).toBe("completed");
     const busy = await parent.delegate({ to: parseSessionKey("agent:busy:main", "gw1"), message: "b" });
     const idle = await parent.delegate({ to: parseSessionKey("agent:nobody-home:main", "gw1"), message: "i" });
-    const registry = await m.registry();
     // Wait on the event: the busy agent declares itself working.
-    await until(async () => ((await registry.get(busy.taskId))?.record.state === "working" ? true : undefined), "the busy agent to declare itself working");
+    await until(async () => ((await m.tasks.get(busy.taskId))?.state === "working" ? true : undefined), "the busy agent to declare itself working");
 
     const r = await parent.await([{ taskId: quick.taskId }, { taskId: busy.taskId }, { taskId: idle.taskId }], { mode: "all", timeoutMs: 500 });
     expect(r.timedOut).toBe(true);
@@ -199,7 +198,7 @@ describe("await (incident 001)", () => {
   it("returns at once for a task completed before the await began", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const parent = await m.openSession("agent:boss:main");
+    const parent = await m.sessions.open("agent:boss:main");
     const worker = await agent(m, "agent:w:main", async () => ({ state: "failed", error: "no data for April" }));
     const t = await parent.delegate({ to: parseSessionKey("agent:w:main", "gw1"), message: "x" });
     await worker.nextFinish();
@@ -212,14 +211,14 @@ describe("await (incident 001)", () => {
   it("awaits a child session started outside the mesh by its key, completed by the event its host publishes", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const parent = await m.openSession("agent:main:main");
+    const parent = await m.sessions.open("agent:main:main");
     const childKey = "agent:main:subagent:3f2a9c";
-    await m.registerChildSession({ parent: "agent:main:main", child: childKey, title: "analyze file A" });
+    await m.tasks.registerChild({ parent: "agent:main:main", child: childKey, title: "analyze file A" });
     const { childTaskId } = await import("../src/session/index.js");
     const taskId = childTaskId(parseSessionKey(childKey, "gw1"));
     const results: string[] = [];
     const waiting = parent.await([{ taskId, sessionKey: childKey }], { timeoutMs: 30_000, onResult: (i) => results.push(i.taskId) });
-    const out = await m.finishChildSession({ parent: "agent:main:main", child: childKey, state: "completed", result: "file A: 3 issues" });
+    const out = await m.tasks.finishChild({ parent: "agent:main:main", child: childKey, state: "completed", result: "file A: 3 issues" });
     expect(out.outcome).toBe("finished");
     const r = await waiting;
     expect(r.done).toEqual([{ taskId, sessionKey: childKey, state: "completed", result: "file A: 3 issues", assignee: childKey, surfaced: "await" }]);
@@ -234,7 +233,7 @@ describe("finishing a task", () => {
     const { SessionProcess } = await import("./harness/child.js");
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const requester = await m.openSession("agent:boss:main");
+    const requester = await m.sessions.open("agent:boss:main");
     const t = await requester.delegate({ to: parseSessionKey("agent:worker:main", "gw1"), message: "x" });
     const procs = await Promise.all([0, 1].map(() => SessionProcess.start({ url: server.url, prefix, instance: "gw1" })));
     cleanups.push(() => Promise.all(procs.map((p) => p.sigkill())));
@@ -247,7 +246,7 @@ describe("finishing a task", () => {
     const batch = await requester.take();
     expect(batch.messages.map((x) => [x.kind, x.taskId, (x.body as { result: unknown }).result])).toEqual([[Kinds.taskComplete, t.taskId, winner.winner]]);
     await batch.confirm();
-    const again = await m.finishTask({ taskId: t.taskId, by: "agent:worker:main", state: "completed", result: winner.winner as string });
+    const again = await m.tasks.finish({ taskId: t.taskId, by: "agent:worker:main", state: "completed", result: winner.winner as string });
     expect(again.outcome).toBe("already");
     expect((await requester.take()).messages).toEqual([]);
     await requester.close();
@@ -257,7 +256,7 @@ describe("finishing a task", () => {
     const { SessionProcess } = await import("./harness/child.js");
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const requester = await m.openSession("agent:boss:main");
+    const requester = await m.sessions.open("agent:boss:main");
     const t = await requester.delegate({ to: parseSessionKey("agent:worker:main", "gw1"), message: "x" });
 
     const doomed = await SessionProcess.start({ url: server.url, prefix, instance: "gw1" });
@@ -265,30 +264,29 @@ describe("finishing a task", () => {
     await doomed.expect("decided");
     await doomed.sigkill();
 
-    const registry = await m.registry();
-    expect((await registry.get(t.taskId))?.record).toMatchObject({ state: "completed", notified: false });
-    expect(await storedCompletions(m, "gw1", "agent:boss:main")).toBe(0);
+    expect(await m.tasks.get(t.taskId)).toMatchObject({ state: "completed", notified: false });
+    expect(await storedCompletions(prefix, "gw1", "agent:boss:main")).toBe(0);
 
     const recovering = await SessionProcess.start({ url: server.url, prefix, instance: "gw1" });
     recovering.send({ op: "recover-tasks" });
     expect((await recovering.expect("recovered")).taskIds).toEqual([]); // its own connect already repaired it
     await recovering.close();
-    expect((await registry.get(t.taskId))?.record).toMatchObject({ state: "completed", notified: true });
-    expect(await m.recoverTasks()).toEqual([]);
+    expect(await m.tasks.get(t.taskId)).toMatchObject({ state: "completed", notified: true });
+    expect(await m.tasks.recover()).toEqual([]);
 
     const batch = await requester.take();
     expect(batch.messages.map((x) => [x.taskId, (x.body as { result: unknown }).result])).toEqual([[t.taskId, "the answer"]]);
     await batch.confirm();
-    expect(await storedCompletions(m, "gw1", "agent:boss:main")).toBe(1);
+    expect(await storedCompletions(prefix, "gw1", "agent:boss:main")).toBe(1);
     await requester.close();
   });
 
   it("refuses a finish from a session the task is not assigned to", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");
-    const requester = await m.openSession("agent:boss:main");
+    const requester = await m.sessions.open("agent:boss:main");
     const t = await requester.delegate({ to: parseSessionKey("agent:worker:main", "gw1"), message: "x" });
-    await expect(m.finishTask({ taskId: t.taskId, by: "agent:intruder:main", state: "completed" })).rejects.toThrow(/assigned to agent:worker:main, not to agent:intruder:main/);
+    await expect(m.tasks.finish({ taskId: t.taskId, by: "agent:intruder:main", state: "completed" })).rejects.toThrow(/assigned to agent:worker:main, not to agent:intruder:main/);
     await requester.close();
   });
 });

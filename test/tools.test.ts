@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { meshTools, type Mesh, type MeshTool, type ToolContext } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { openMesh, uniquePrefix } from "./harness/mesh.js";
+import { openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 
 let server: TestServer;
 let mesh: Mesh;
@@ -14,13 +14,14 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of contexts) await c.session.close();
   await mesh.close();
+  await removeTestStreams(server);
   await server.dispose();
 });
 
 const tool = (name: string): MeshTool => meshTools.find((t) => t.name === name)!;
 
 async function as(sessionKey: string): Promise<ToolContext> {
-  const ctx = { session: await mesh.openSession(sessionKey) };
+  const ctx = { session: await mesh.sessions.open(sessionKey) };
   contexts.push(ctx);
   return ctx;
 }

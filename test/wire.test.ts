@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, PayloadTooLargeError, type Envelope } from "../src/index.js";
+import { PayloadTooLargeError } from "../src/index.js";
+import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, type Envelope } from "../src/wire/index.js";
 
 const base: Envelope = {
   v: 1,

@@ -70,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
       return status(flags);
     case "provision":
       return withMesh(flags, async (mesh) => {
-        for (const instance of rest) await mesh.provision(instance);
+        for (const instance of rest) await mesh.admin.provision(instance);
         console.log(`provisioned: ${[mesh.instance, ...rest].join(", ")}`);
       });
     case "send":
@@ -88,7 +88,7 @@ async function main(argv: string[]): Promise<number> {
     case "take":
       return withMesh(flags, async (mesh) => {
         if (!flags.session) throw new MeshError("usage", "take needs --session SESSION_KEY");
-        const inbox = await mesh.openInbox(flags.session);
+        const inbox = await mesh.sessions.openInbox(flags.session);
         try {
           const batch = await inbox.take({ max: flags.max ? Number(flags.max) : 100 });
           for (const m of batch.messages) console.log(JSON.stringify({ id: m.id, kind: m.kind, from: m.from, sentAt: m.sentAt, body: m.body }));
@@ -109,10 +109,10 @@ async function main(argv: string[]): Promise<number> {
         if (rest[0] === "redrive") {
           const seq = Number(rest[1]);
           if (!Number.isInteger(seq) || seq < 1) throw new MeshError("usage", "parked redrive needs a parked sequence number");
-          console.log(JSON.stringify(await mesh.redriveParked(seq)));
+          console.log(JSON.stringify(await mesh.parked.redrive(seq)));
           return;
         }
-        for (const p of await mesh.listParked(flags.session)) console.log(JSON.stringify(p));
+        for (const p of await mesh.parked.list(flags.session)) console.log(JSON.stringify(p));
       });
     default:
       console.error(USAGE);
@@ -151,9 +151,11 @@ async function start(flags: Flags): Promise<number> {
   const port = flags.port ? Number(flags.port) : DEFAULT_PORT;
   const server = await LocalNatsServer.start({ storeDir, port });
   let stopping = false;
+  let mesh: Mesh | undefined;
   const shutdown = async () => {
     if (stopping) return;
     stopping = true;
+    await mesh?.close().catch(() => undefined);
     await server.stop();
     clearRunning();
     console.log("clawmesh stopped");
@@ -161,8 +163,8 @@ async function start(flags: Flags): Promise<number> {
   };
   process.on("SIGINT", () => void shutdown());
   process.on("SIGTERM", () => void shutdown());
-  const mesh = await Mesh.connect({ servers: server.url, instance, prefix });
-  await mesh.close();
+  // The embedded mesh is a long-lived host of its instance: it runs the janitor.
+  mesh = await Mesh.connect({ servers: server.url, instance, prefix, janitor: true });
   writeRunning({ url: server.url, serverPid: server.pid!, supervisorPid: process.pid, storeDir, version: server.version, instance, prefix });
   console.log(`clawmesh ready at ${server.url} (nats-server ${server.version}, store ${storeDir}, instance ${instance}); Ctrl-C or 'npm stop' stops it`);
   await new Promise(() => {});

@@ -20,7 +20,7 @@ import { sessionKeyOf } from "../address/index.js";
 import { InboxStateError, MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
-import { isNotFound } from "../topology/index.js";
+import { isNotFound } from "../transport/js-errors.js";
 import { SessionLease, type AcquireOptions } from "./lease.js";
 import { appendSeen, loadSeen, type SeenState } from "./seen-log.js";
 import { park, type ParkReason } from "./parked.js";

@@ -7,15 +7,22 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Subscription } from "@nats-io/transport-node";
-import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
 import { z } from "zod";
 import { LeaseLostError, SessionBusyError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import type { SessionAddress } from "../address/index.js";
 import { sessionKeyOf } from "../address/index.js";
+import { KvStore } from "../topology/index.js";
+import { isNoResponders } from "../transport/js-errors.js";
 
 const LeaseValueSchema = z.object({ holder: z.string(), label: z.string(), until: z.number() });
 type LeaseValue = z.infer<typeof LeaseValueSchema>;
+type LeaseStore = KvStore<typeof LeaseValueSchema>;
+
+/** The lease bucket of an instance. */
+export function openLeaseStore(ctx: MeshContext, instance: string): Promise<LeaseStore> {
+  return KvStore.open(ctx.nc, ctx.names.leaseBucket(instance), LeaseValueSchema);
+}
 
 export interface AcquireOptions {
   /** Give up waiting for a busy session after this long (default: the lease TTL twice). */
@@ -40,24 +47,24 @@ export class SessionLease {
 
   private constructor(
     private readonly ctx: MeshContext,
-    private readonly kv: KV,
+    private readonly store: LeaseStore,
     private readonly key: string,
     private readonly session: SessionAddress,
     private readonly label: string,
   ) {}
 
   static async acquire(ctx: MeshContext, session: SessionAddress, opts: AcquireOptions = {}): Promise<SessionLease> {
-    const kv = await new Kvm(ctx.nc).open(ctx.names.leaseBucket(session.instance), { bindOnly: true });
-    const lease = new SessionLease(ctx, kv, ctx.names.leaseKey(session), session, opts.label ?? `pid ${process.pid}`);
+    const store = await openLeaseStore(ctx, session.instance);
+    const lease = new SessionLease(ctx, store, ctx.names.leaseKey(session), session, opts.label ?? `pid ${process.pid}`);
     await lease.take(opts.waitMs ?? ctx.config.inbox.leaseTtlMs * 2, opts.signal);
     return lease;
   }
 
-  private value(): Uint8Array {
+  private value(): LeaseValue {
     const v: LeaseValue = { holder: this.holder, label: this.label, until: Date.now() + this.ctx.config.inbox.leaseTtlMs };
     // Counted from before the write, so the local view never outlives what contenders see.
     this.pendingUntil = v.until;
-    return new TextEncoder().encode(JSON.stringify(v));
+    return v;
   }
 
   private async take(waitMs: number, signal: AbortSignal | undefined): Promise<void> {
@@ -71,19 +78,16 @@ export class SessionLease {
     let lastHolder = "unknown";
     for (;;) {
       signal?.throwIfAborted();
-      const entry = await this.kv.get(this.key);
-      if (entry === null) {
+      const current = await this.store.read(this.key);
+      if (current.status === "absent") {
         if (await this.tryCreate()) return this.started(false);
         continue;
       }
-      if (entry.operation !== "PUT") {
-        if (await this.tryUpdate(entry.revision)) return this.started(false);
-        continue;
-      }
-      const current = parseLease(entry);
-      lastHolder = current?.label ?? "an unreadable lease";
-      if (current === undefined || current.until < Date.now() || !(await this.holderAlive(current.holder))) {
-        if (await this.tryUpdate(entry.revision)) return this.started(true);
+      // An unreadable lease (a later version's, or garbage) cannot protect anyone: take it over.
+      const lease = current.status === "value" ? current.value : undefined;
+      lastHolder = lease?.label ?? "an unreadable lease";
+      if (lease === undefined || lease.until < Date.now() || !(await this.holderAlive(lease.holder))) {
+        if (await this.tryReplace(current.revision)) return this.started(true);
         continue;
       }
       const remaining = deadline - Date.now();
@@ -91,28 +95,25 @@ export class SessionLease {
         this.stopAnswering();
         throw new SessionBusyError(sessionKeyOf(this.session), lastHolder);
       }
-      await this.waitForChange(entry.revision, Math.min(remaining, Math.max(current.until - Date.now(), 1)), signal);
+      await this.waitForChange(current.revision, Math.min(remaining, Math.max(lease.until - Date.now(), 1)), signal);
     }
   }
 
   private async tryCreate(): Promise<boolean> {
-    try {
-      this.revision = await this.kv.create(this.key, this.value());
-      this.validUntil = this.pendingUntil;
-      return true;
-    } catch {
-      return false;
-    }
+    const written = await this.store.create(this.key, this.value());
+    return this.took(written?.revision);
   }
 
-  private async tryUpdate(revision: number): Promise<boolean> {
-    try {
-      this.revision = await this.kv.update(this.key, this.value(), revision);
-      this.validUntil = this.pendingUntil;
-      return true;
-    } catch {
-      return false;
-    }
+  private async tryReplace(revision: number): Promise<boolean> {
+    const written = await this.store.replace({ key: this.key, revision }, this.value());
+    return this.took(written?.revision);
+  }
+
+  private took(revision: number | undefined): boolean {
+    if (revision === undefined) return false;
+    this.revision = revision;
+    this.validUntil = this.pendingUntil;
+    return true;
   }
 
   private holderAlive(holder: string): Promise<boolean> {
@@ -121,13 +122,13 @@ export class SessionLease {
 
   /** Wake when the lease key changes (release, renewal) or after `ms`, whichever is first. */
   private async waitForChange(revision: number, ms: number, signal: AbortSignal | undefined): Promise<void> {
-    const watch = await this.kv.watch({ key: this.key, include: "updates" as never });
+    const watch = await this.store.kv.watch({ key: this.key, include: "updates" as never });
     const timer = setTimeout(() => watch.stop(), ms);
     const onAbort = () => watch.stop();
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       // Covers a change that happened between our get and the watch starting.
-      const now = await this.kv.get(this.key);
+      const now = await this.store.kv.get(this.key);
       if (now !== null && now.revision !== revision) return;
       for await (const e of watch) {
         if (e.revision !== revision) break;
@@ -168,16 +169,10 @@ export class SessionLease {
 
   private async renewNow(): Promise<void> {
     if (this.lost) throw new LeaseLostError(sessionKeyOf(this.session));
-    try {
-      this.revision = await this.kv.update(this.key, this.value(), this.revision);
-      this.validUntil = this.pendingUntil;
-    } catch (err) {
-      if (/wrong last sequence|key exists/i.test(String(err))) {
-        this.lost = true;
-        this.stop();
-        throw new LeaseLostError(sessionKeyOf(this.session));
-      }
-      throw err;
+    if (!this.took((await this.store.replace({ key: this.key, revision: this.revision }, this.value()))?.revision)) {
+      this.lost = true;
+      this.stop();
+      throw new LeaseLostError(sessionKeyOf(this.session));
     }
   }
 
@@ -189,11 +184,11 @@ export class SessionLease {
     this.stop();
     if (this.lost) return;
     this.lost = true;
-    try {
-      await this.kv.delete(this.key, { previousSeq: this.revision });
-    } catch (err) {
-      this.ctx.logger.debug({ err, session: sessionKeyOf(this.session) }, "lease already gone at release");
-    }
+    const deleted = await this.store.delete(this.key, this.revision).catch((err: unknown) => {
+      this.ctx.logger.debug({ err, session: sessionKeyOf(this.session) }, "could not release the lease; it expires by itself");
+      return true;
+    });
+    if (!deleted) this.ctx.logger.debug({ session: sessionKeyOf(this.session) }, "lease already taken over at release");
   }
 
   private stop(): void {
@@ -217,23 +212,12 @@ export async function holderAlive(ctx: MeshContext, instance: string, holder: st
     await ctx.nc.request(ctx.names.aliveSubject(instance, holder), undefined, { timeout: 1000 });
     return true;
   } catch (err) {
-    return !/no responders/i.test(`${String(err)} ${String((err as { cause?: unknown }).cause)}`);
+    return !isNoResponders(err);
   }
 }
 
-/** The lease currently recorded for a session, if any. */
-export async function readLease(ctx: MeshContext, session: SessionAddress): Promise<{ holder: string; until: number } | undefined> {
-  const kv = await new Kvm(ctx.nc).open(ctx.names.leaseBucket(session.instance), { bindOnly: true });
-  const entry = await kv.get(ctx.names.leaseKey(session));
-  return entry === null ? undefined : parseLease(entry);
-}
-
-export function parseLease(entry: KvEntry): LeaseValue | undefined {
-  if (entry.operation !== "PUT") return undefined;
-  try {
-    const parsed = LeaseValueSchema.safeParse(entry.json());
-    return parsed.success ? parsed.data : undefined;
-  } catch {
-    return undefined;
-  }
+/** The lease currently recorded for a session, if any (an unreadable one counts as none). */
+export async function readLease(store: LeaseStore, ctx: MeshContext, session: SessionAddress): Promise<{ holder: string; until: number } | undefined> {
+  const r = await store.read(ctx.names.leaseKey(session));
+  return r.status === "value" ? r.value : undefined;
 }

@@ -13,7 +13,7 @@ import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerConfig } from "@n
 import type { SessionAddress } from "../address/index.js";
 import { sessionKeyOf } from "../address/index.js";
 import type { MeshContext } from "../mesh-context.js";
-import { isNotFound } from "../topology/index.js";
+import { isNotFound } from "../transport/js-errors.js";
 
 /** Messages one session may have delivered and unacknowledged at once (bounds a batch). */
 export const MAX_BATCH = 1000;

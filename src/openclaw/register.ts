@@ -145,7 +145,7 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
       // A labelled spawn is idempotent by its label: a live session already on it is reused.
       const mesh = await runtime.meshOrThrow().catch(() => undefined);
       const agent = typeof event.params.agentId === "string" ? event.params.agentId : ctx.agentId;
-      const existing = await mesh?.sessionForTaskKey(event.params.label.trim(), agent);
+      const existing = await mesh?.tasks.sessionForKey(event.params.label.trim(), agent);
       if (existing) {
         return {
           block: true,
@@ -171,9 +171,9 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
 
   api.on("subagent_spawned", async (event, ctx) => {
     const mesh = await runtime.meshOrThrow().catch(() => undefined);
-    if (event.label?.trim()) await mesh?.claimTaskKey(event.label.trim(), event.childSessionKey);
+    if (event.label?.trim()) await mesh?.tasks.claimKey(event.label.trim(), event.childSessionKey);
     if (!ctx.requesterSessionKey || config.routeSessionsSpawn === false) return;
-    await mesh?.registerChildSession({ parent: ctx.requesterSessionKey, child: event.childSessionKey, ...(event.label && { title: event.label }) });
+    await mesh?.tasks.registerChild({ parent: ctx.requesterSessionKey, child: event.childSessionKey, ...(event.label && { title: event.label }) });
   });
 
   api.on("subagent_ended", async (event, ctx) => {
@@ -182,7 +182,7 @@ export function registerClawmesh(api: PluginApi): MeshRuntime | undefined {
     if (!mesh) return;
     const ok = event.outcome === undefined || event.outcome === "ok";
     const reply = ok ? await lastAssistantText(api, event.targetSessionKey) : undefined;
-    await mesh.finishChildSession({
+    await mesh.tasks.finishChild({
       parent: ctx.requesterSessionKey,
       child: event.targetSessionKey,
       state: ok ? "completed" : "failed",

@@ -35,12 +35,14 @@ export class MeshRuntime {
   }
 
   private connection(): Promise<Mesh> {
-    if (this.mesh && !this.mesh.ctx.nc.isClosed()) return Promise.resolve(this.mesh);
+    if (this.mesh && !this.mesh.isClosed) return Promise.resolve(this.mesh);
     this.connecting ??= Mesh.connect({
       instance: this.config.instance,
       ...(this.config.servers !== undefined && { servers: this.config.servers }),
       ...(this.config.prefix !== undefined && { prefix: this.config.prefix }),
       ...(this.config.channelPolicyFile !== undefined && { channelPolicyFile: this.config.channelPolicyFile }),
+      // A gateway hosts its instance for long: it runs the janitor for its sessions.
+      janitor: true,
       connection: {
         name: `clawmesh-openclaw-${this.config.instance}`,
         maxReconnectAttempts: -1,
@@ -71,7 +73,7 @@ export class MeshRuntime {
   connected = false;
 
   private async followStatus(m: Mesh): Promise<void> {
-    for await (const s of m.ctx.nc.status()) {
+    for await (const s of m.status()) {
       if (s.type === "disconnect") {
         this.connected = false;
         this.logger.warn(`clawmesh: lost the NATS connection; reconnecting (nothing accepted is lost)`);
@@ -84,7 +86,7 @@ export class MeshRuntime {
 
   async meshOrThrow(): Promise<Mesh> {
     const m = await this.connection();
-    if (m.ctx.nc.isClosed()) throw new MeshUnavailableError("connection closed");
+    if (m.isClosed) throw new MeshUnavailableError("connection closed");
     if (!this.connected) throw new MeshUnavailableError("connection lost, reconnecting");
     return m;
   }
@@ -100,7 +102,7 @@ export class MeshRuntime {
     await this.meshOrThrow();
     let run = this.runs.get(sessionKey);
     if (!run) {
-      run = this.meshOrThrow().then((m) => m.openSession(sessionKey, { waitMs: 30_000 }));
+      run = this.meshOrThrow().then((m) => m.sessions.open(sessionKey, { waitMs: 30_000 }));
       this.runs.set(sessionKey, run);
       run.catch(() => this.runs.delete(sessionKey));
     }

@@ -4,11 +4,10 @@
  * `telegram:<chatId>`, `telegram:<chatId>/topic/<id>`, and generally `<platform>:<where>`.
  * Entries live in `<prefix>_directory` under `<encoded address>.<instance>.<agent>.<session hash>`.
  */
-import { createHash } from "node:crypto";
-import { decodeToken, encodeToken, parseSessionKey, sessionKeyOf, type SessionAddress } from "../address/index.js";
+import { parseSessionKey, sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { TypedBucket, ensureBucket, sessionPath } from "../topology/index.js";
+import { KvStore, ensureBucket, type Names } from "../topology/index.js";
 import { DirectoryEntrySchema, type DirectoryEntry } from "../wire/index.js";
 
 export class InvalidChannelAddressError extends MeshError {
@@ -53,33 +52,31 @@ export async function ensureDirectoryBucket(ctx: MeshContext): Promise<void> {
 }
 
 export class Directory {
-  private constructor(private readonly bucket: TypedBucket<typeof DirectoryEntrySchema>) {}
+  private constructor(
+    private readonly names: Names,
+    private readonly bucket: KvStore<typeof DirectoryEntrySchema>,
+  ) {}
 
   static async open(ctx: MeshContext): Promise<Directory> {
-    return new Directory(await TypedBucket.open(ctx.nc, ctx.names.directoryBucket(), DirectoryEntrySchema));
-  }
-
-  private key(channel: string, session: SessionAddress): string {
-    const hash = createHash("sha256").update(sessionPath(session)).digest("hex").slice(0, 16);
-    return `${encodeToken(channel)}.${session.instance}.${session.agent}.${hash}`;
+    return new Directory(ctx.names, await KvStore.open(ctx.nc, ctx.names.directoryBucket(), DirectoryEntrySchema));
   }
 
   /** Register that `session` serves `channel` (idempotent). */
   async bind(channelInput: string, session: SessionAddress): Promise<DirectoryEntry> {
     const channel = parseChannelAddress(channelInput);
     const entry: DirectoryEntry = { v: 1, channel, sessionKey: sessionKeyOf(session), instance: session.instance, agent: session.agent, boundAt: new Date().toISOString() };
-    await this.bucket.update(this.key(channel, session), (cur) => (cur?.sessionKey === entry.sessionKey ? undefined : entry));
+    await this.bucket.update(this.names.directoryKey(channel, session), (cur) => (cur?.sessionKey === entry.sessionKey ? undefined : entry));
     return entry;
   }
 
   async unbind(channelInput: string, session: SessionAddress): Promise<void> {
-    await this.bucket.delete(this.key(parseChannelAddress(channelInput), session));
+    await this.bucket.delete(this.names.directoryKey(parseChannelAddress(channelInput), session));
   }
 
   /** Sessions serving a channel address (optionally of one agent / instance). */
   async lookup(channelInput: string, filter: { agent?: string; instance?: string } = {}): Promise<DirectoryEntry[]> {
     const channel = parseChannelAddress(channelInput);
-    const entries = (await this.bucket.values(`${encodeToken(channel)}.>`)).map((s) => s.value);
+    const entries = (await this.bucket.values(this.names.directoryChannelFilter(channel))).map((s) => s.value);
     return entries.filter((e) => (!filter.agent || e.agent === filter.agent.toLowerCase()) && (!filter.instance || e.instance === filter.instance));
   }
 
@@ -94,7 +91,7 @@ export class Directory {
       throw new UnknownChannelError(channel, servedBy.map((e) => `${channel} -> agent ${e.agent} @${e.instance}`), filter.agent);
     }
     const platform = channel.slice(0, channel.indexOf(":") + 1);
-    const known = [...new Set((await this.bucket.keys()).map((k) => decodeToken(k.split(".")[0]!)))].filter((c) => c.startsWith(platform)).sort().slice(0, 20);
+    const known = [...new Set((await this.bucket.keys()).map((k) => this.names.directoryChannelOf(k)))].filter((c) => c.startsWith(platform)).sort().slice(0, 20);
     throw new UnknownChannelError(channel, known, filter.agent);
   }
 

@@ -11,7 +11,7 @@
  */
 import { sessionKeyOf, type SessionAddress } from "../address/index.js";
 import type { MeshContext } from "../mesh-context.js";
-import { TypedBucket, ensureBucket, type Stored } from "../topology/index.js";
+import { KvStore, ensureBucket, type Stored } from "../topology/index.js";
 import { SessionRecordSchema, type Lifecycle, type SessionRecord, type TaskState, type TurnOutcome } from "../wire/index.js";
 import type { Watches } from "./watches.js";
 
@@ -32,12 +32,12 @@ export async function ensureSessionBucket(ctx: MeshContext): Promise<void> {
 export class SessionRegistry {
   private constructor(
     private readonly ctx: MeshContext,
-    readonly bucket: TypedBucket<typeof SessionRecordSchema>,
+    readonly bucket: KvStore<typeof SessionRecordSchema>,
     private readonly watches: Watches,
   ) {}
 
   static async open(ctx: MeshContext, watches: Watches): Promise<SessionRegistry> {
-    return new SessionRegistry(ctx, await TypedBucket.open(ctx.nc, ctx.names.sessionBucket(), SessionRecordSchema), watches);
+    return new SessionRegistry(ctx, await KvStore.open(ctx.nc, ctx.names.sessionBucket(), SessionRecordSchema), watches);
   }
 
   key(session: SessionAddress): string {

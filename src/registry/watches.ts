@@ -6,18 +6,14 @@
  * instance is down meanwhile gets them when it comes back. Notice ids are derived from (watch,
  * event, subject), so a repeated firing (retry, recovery) is a duplicate, never a second notice.
  */
-import { createHash, randomUUID } from "node:crypto";
-import { sessionKeyOf, type SessionAddress } from "../address/index.js";
+import { randomUUID } from "node:crypto";
+import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index.js";
 import type { MeshContext } from "../mesh-context.js";
-import { deliver } from "../inbox/index.js";
-import { sessionPath, TypedBucket, ensureBucket } from "../topology/index.js";
-import { Kinds, WatchRecordSchema, type TaskRecord, type WatchEvent, type WatchNoticeBody, type WatchRecord } from "../wire/index.js";
+import { sendEnvelope } from "../inbox/index.js";
+import { KvStore, ensureBucket, type WatchTargetRef } from "../topology/index.js";
+import { Kinds, ReservedIds, WatchRecordSchema, createEnvelope, type TaskRecord, type WatchEvent, type WatchNoticeBody, type WatchRecord } from "../wire/index.js";
 
-export type WatchTarget = { readonly taskId: string } | { readonly session: SessionAddress };
-
-export function watchTargetKey(target: WatchTarget): string {
-  return "taskId" in target ? `t.${target.taskId}` : `s.${target.session.instance}.${sessionPath(target.session)}`;
-}
+export type WatchTarget = WatchTargetRef;
 
 export function describeTarget(target: WatchTarget): string {
   return "taskId" in target ? `task ${target.taskId}` : `session ${target.session.instance}/${sessionKeyOf(target.session)}`;
@@ -30,16 +26,16 @@ export async function ensureWatchBucket(ctx: MeshContext): Promise<void> {
 export class Watches {
   private constructor(
     private readonly ctx: MeshContext,
-    private readonly bucket: TypedBucket<typeof WatchRecordSchema>,
+    private readonly bucket: KvStore<typeof WatchRecordSchema>,
   ) {}
 
   static async open(ctx: MeshContext): Promise<Watches> {
-    return new Watches(ctx, await TypedBucket.open(ctx.nc, ctx.names.watchBucket(), WatchRecordSchema));
+    return new Watches(ctx, await KvStore.open(ctx.nc, ctx.names.watchBucket(), WatchRecordSchema));
   }
 
   async add(watcher: SessionAddress, target: WatchTarget, events: readonly WatchEvent[]): Promise<WatchRecord> {
     const record: WatchRecord = { v: 1, watchId: randomUUID(), watcher, target, events: [...events], createdAt: new Date().toISOString() };
-    await this.bucket.create(`${watchTargetKey(target)}.${record.watchId}`, record);
+    await this.bucket.create(this.ctx.names.watchKey(target, record.watchId), record);
     return record;
   }
 
@@ -48,7 +44,7 @@ export class Watches {
     const all = await this.bucket.values();
     return all
       .map((s) => s.value)
-      .filter((w) => !watcher || (w.watcher.instance === watcher.instance && sessionKeyOf(w.watcher) === sessionKeyOf(watcher)));
+      .filter((w) => !watcher || sameSession(w.watcher, watcher));
   }
 
   /** Remove a watch of `watcher`; false when there is none with that id. */
@@ -56,7 +52,7 @@ export class Watches {
     const key = (await this.bucket.keys()).find((k) => k.endsWith(`.${watchId}`));
     if (!key) return false;
     const w = await this.bucket.get(key);
-    if (!w || sessionKeyOf(w.value.watcher) !== sessionKeyOf(watcher) || w.value.watcher.instance !== watcher.instance) return false;
+    if (!w || !sameSession(w.value.watcher, watcher)) return false;
     await this.bucket.delete(key);
     return true;
   }
@@ -80,19 +76,21 @@ export class Watches {
   }
 
   private async fire(target: WatchTarget, event: WatchEvent, from: SessionAddress, discriminator: string, detail: Partial<WatchNoticeBody>): Promise<void> {
-    for (const { value: w } of await this.bucket.values(`${watchTargetKey(target)}.*`)) {
+    for (const { value: w } of await this.bucket.values(`${this.ctx.names.watchTargetKey(target)}.*`)) {
       if (!w.events.includes(event)) continue;
       const body: WatchNoticeBody = { watchId: w.watchId, event, target: describeTarget(target), ...detail, at: new Date().toISOString() };
-      await deliver(this.ctx, {
-        v: 1,
-        id: `we-${createHash("sha256").update(`${w.watchId}|${event}|${discriminator}`).digest("hex").slice(0, 40)}`,
-        kind: Kinds.watchEvent,
-        from,
-        to: w.watcher,
-        ...(detail.taskId !== undefined && { taskId: detail.taskId }),
-        body,
-        sentAt: body.at,
-      });
+      await sendEnvelope(
+        this.ctx,
+        createEnvelope({
+          id: ReservedIds.watchEvent(w.watchId, event, discriminator),
+          kind: Kinds.watchEvent,
+          from,
+          to: w.watcher,
+          ...(detail.taskId !== undefined && { taskId: detail.taskId }),
+          body,
+          sentAt: body.at,
+        }),
+      );
     }
   }
 }

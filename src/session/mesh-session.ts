@@ -9,17 +9,17 @@
  *
  * Every send resolves on its own correlation id: parallel sends never wait on one another.
  */
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { deliverWithRetry, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
-import { Kinds, TERMINAL_STATES, type Action, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState, type TurnOutcome } from "../wire/index.js";
+import { sendEnvelope, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
+import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, type Action, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState, type TurnOutcome } from "../wire/index.js";
 import type { MeshServices } from "./services.js";
-import { resolveDeliveryTarget, resolveReplyAction, type RouteOverrides } from "../handoff/index.js";
+import { resolveDeliveryTarget, type RouteOverrides } from "../handoff/index.js";
 import type { Origin } from "../wire/index.js";
-import { resolveTaskKey } from "./spawn.js";
-import { awaitTasks, finishAsAssignee, type AwaitResult, type AwaitTarget, type FinishHooks, type FinishOutcome, type FinishState, type FinishedItem, type TaskRegistry } from "../tasks/index.js";
+import { TaskKeys } from "./spawn.js";
+import { awaitTasks, finishTask, type AwaitResult, type AwaitTarget, type FinishHooks, type FinishOutcome, type FinishState, type FinishedItem, type TaskRegistry } from "../tasks/index.js";
 
 export type JsonBody = Envelope["body"];
 
@@ -72,11 +72,6 @@ export class InvalidTaskActionError extends MeshError {
   constructor(message: string) {
     super("invalid_task_action", message);
   }
-}
-
-/** The synthetic task id that stands for a child session started outside the mesh. */
-export function childTaskId(child: SessionAddress): string {
-  return `s-${createHash("sha256").update(`${child.instance}/${sessionKeyOf(child)}`).digest("hex").slice(0, 40)}`;
 }
 
 export class MeshSession {
@@ -150,20 +145,10 @@ export class MeshSession {
   async send(opts: SendOptions): Promise<SendOutcome> {
     const id = randomUUID();
     const origin = await this.effectiveOrigin(opts);
-    const envelope: Envelope = {
-      v: 1,
-      id,
-      kind: opts.kind ?? Kinds.message,
-      from: this.address,
-      to: opts.to,
-      correlationId: id,
-      ...(origin && { origin }),
-      body: opts.body,
-      sentAt: new Date().toISOString(),
-    };
+    const envelope = createEnvelope({ id, kind: opts.kind ?? Kinds.message, from: this.address, to: opts.to, correlationId: id, ...(origin && { origin }), body: opts.body });
     const waitMs = opts.waitMs ?? 0;
     if (waitMs <= 0) {
-      const d = await deliverWithRetry(this.ctx, envelope, this.ctx.config.sendRetryMs);
+      const d = await sendEnvelope(this.ctx, envelope);
       return { status: "sent", id, seq: d.seq };
     }
     // Listen before sending so a fast reply cannot slip past.
@@ -174,7 +159,7 @@ export class MeshSession {
     outer.addEventListener("abort", onAbort, { once: true });
     const replied = this.watcher.waitFor((e) => e.kind === Kinds.reply && e.correlationId === id, stop.signal);
     try {
-      const d = await deliverWithRetry(this.ctx, envelope, this.ctx.config.sendRetryMs);
+      const d = await sendEnvelope(this.ctx, envelope);
       const reply = await replied;
       if (reply && (await this.inbox.claim(reply.id))) return { status: "replied", id, reply: reply.body, from: reply.from };
       return { status: "sent", id, seq: d.seq };
@@ -196,16 +181,7 @@ export class MeshSession {
 
   /** Answer a message: lands in the asker's inbox (or inline, if it is still waiting). */
   async reply(to: Pick<Envelope, "id" | "from">, body: JsonBody): Promise<Delivered> {
-    return deliverWithRetry(this.ctx, {
-      v: 1,
-      id: randomUUID(),
-      kind: Kinds.reply,
-      from: this.address,
-      to: to.from,
-      correlationId: to.id,
-      body,
-      sentAt: new Date().toISOString(),
-    }, this.ctx.config.sendRetryMs);
+    return sendEnvelope(this.ctx, createEnvelope({ kind: Kinds.reply, from: this.address, to: to.from, correlationId: to.id, body }));
   }
 
   /** Create a task for another session and send it the request. */
@@ -214,7 +190,7 @@ export class MeshSession {
     let taskId = opts.taskId ?? randomUUID();
     if (opts.taskKey) {
       const k = opts.taskKey;
-      const r = await resolveTaskKey(this.services, { taskKey: k.key, agent: k.agent, instance: k.instance, ...(k.forceNew && { forceNew: true }), ...(to && { session: to }) });
+      const r = await new TaskKeys(this.ctx.names, this.services).resolve({ taskKey: k.key, agent: k.agent, instance: k.instance, ...(k.forceNew && { forceNew: true }), ...(to && { session: to }) });
       if (r.reused) {
         const existing = await this.registry.get(r.taskId);
         return { taskId: r.taskId, assignee: r.session, reused: true, state: existing?.record.state ?? "submitted" };
@@ -245,9 +221,9 @@ export class MeshSession {
     if (existing && !(sameSession(existing.record.requester, this.address) && sameSession(existing.record.assignee, to))) {
       throw new InvalidTaskActionError(`task id ${taskId} is already used by another delegation`);
     }
-    if (!existing) await this.registry.create(record);
+    if (!existing && !(await this.registry.create(record))) throw new InvalidTaskActionError(`task id ${taskId} was taken by another delegation just now`);
     const body: TaskRequestBody = { taskId, message: opts.message };
-    await deliverWithRetry(this.ctx, { v: 1, id: `tr-${taskId}`, kind: Kinds.taskRequest, from: this.address, to, taskId, ...(origin && { origin }), body, sentAt: now }, this.ctx.config.sendRetryMs);
+    await sendEnvelope(this.ctx, createEnvelope({ id: ReservedIds.taskRequest(taskId), kind: Kinds.taskRequest, from: this.address, to, taskId, ...(origin && { origin }), body, sentAt: now }));
     const base = { taskId, assignee: to, reused: false };
     const waitMs = opts.waitMs ?? 0;
     if (waitMs <= 0) return { ...base, state: existing?.record.state ?? "submitted" };
@@ -258,40 +234,14 @@ export class MeshSession {
 
   /**
    * Declare a task assigned to this session finished (completed or failed) with its result and
-   * what to do with it (`action`: reply, skip, announce). Legacy tokens in a text result are
-   * recognised and stripped; an announce override is checked against the channel policy before
-   * anything is written.
+   * what to do with it (`action`: reply, skip, announce), through the mesh's one finishing path.
    */
   async complete(
     input: { taskId: string; state: FinishState; result?: JsonBody; error?: string; action?: Action } & RouteOverrides,
     hooks?: FinishHooks,
   ): Promise<FinishOutcome> {
-    const task = await this.registry.require(input.taskId);
-    let { result, action } = input;
-    if (typeof result === "string") {
-      const r = resolveReplyAction(result, action ?? "reply");
-      result = r.text;
-      action = r.tokens.length > 0 || action !== undefined ? r.action : undefined;
-    }
-    const overridden = input.announceTarget !== undefined || input.announceThreadId !== undefined;
-    const announceTarget = overridden ? resolveDeliveryTarget(task.record.origin, input, this.ctx.channelPolicy) : undefined;
-    const out = await finishAsAssignee(
-      this.ctx,
-      this.registry,
-      {
-        taskId: input.taskId,
-        state: input.state,
-        ...(result !== undefined && { result }),
-        ...(input.error !== undefined && { error: input.error }),
-        ...(action !== undefined && { action }),
-        ...(announceTarget !== undefined && { announceTarget }),
-        by: this.address,
-      },
-      hooks,
-      task,
-    );
+    const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions }, { ...input, by: this.address }, hooks);
     this.openTaskOrigins.delete(input.taskId);
-    if (out.outcome === "finished") await this.services.sessions.declareTask(this.address, input.state, input.taskId);
     return out;
   }
 

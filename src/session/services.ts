@@ -1,7 +1,7 @@
 /** The shared registries a session run (and the mesh) works with. */
 import type { Directory, SessionRegistry, Watches } from "../registry/index.js";
 import type { TaskRegistry } from "../tasks/index.js";
-import type { TypedBucket } from "../topology/index.js";
+import type { KvStore } from "../topology/index.js";
 import type { TaskKeyEntrySchema } from "../wire/index.js";
 
 export interface MeshServices {
@@ -9,5 +9,5 @@ export interface MeshServices {
   readonly sessions: SessionRegistry;
   readonly directory: Directory;
   readonly watches: Watches;
-  readonly taskKeys: TypedBucket<typeof TaskKeyEntrySchema>;
+  readonly taskKeys: KvStore<typeof TaskKeyEntrySchema>;
 }

@@ -12,8 +12,7 @@
  */
 import { sameSession, sessionKeyOf } from "../address/index.js";
 import type { Inbox, SessionWatcher } from "../inbox/index.js";
-import { Kinds, TERMINAL_STATES, TaskCompleteBodySchema, type TaskRecord, type TaskState } from "../wire/index.js";
-import { completionEnvelopeId } from "./completion.js";
+import { Kinds, ReservedIds, TERMINAL_STATES, TaskCompleteBodySchema, type TaskRecord, type TaskState } from "../wire/index.js";
 import type { TaskRegistry } from "./registry.js";
 
 export interface AwaitTarget {
@@ -91,7 +90,7 @@ export async function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[
     pending.delete(taskId);
     let surfaced: FinishedItem["surfaced"] = "not-requester";
     if (requesterIsMe) {
-      const id = completionEnvelopeId(taskId);
+      const id = ReservedIds.taskComplete(taskId);
       if (await deps.inbox.claim(id)) surfaced = "await";
       else surfaced = deps.inbox.surfaced(id) ? "earlier" : "inbox";
     }

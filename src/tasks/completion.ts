@@ -1,5 +1,10 @@
 /**
- * Finishing a task: two writes, in this order.
+ * Finishing a task: the one path every caller takes (a session's `complete`, `mesh.tasks.finish`
+ * from any process of the assignee's instance, a host reporting a child session's end).
+ *
+ * Before anything is written, the request is normalised: only the assignee may finish its task;
+ * legacy tokens in a text result are recognised and stripped into a structured `action`; an
+ * announce override is checked against the channel policy. Then two writes, in this order:
  *
  *   1. compare-and-set the registry entry to its terminal state (the decision: exactly one writer
  *      wins; a loser re-reads and is told who finished it and how);
@@ -15,26 +20,26 @@
  */
 import type { SessionAddress } from "../address/index.js";
 import { sameSession, sessionKeyOf } from "../address/index.js";
-import { MeshError } from "../errors.js";
+import { InvalidAddressError, MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { deliver } from "../inbox/index.js";
-import { Kinds, TERMINAL_STATES, type Action, type AnnounceBody, type DeliveryTarget, type Envelope, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
-import { targetOf } from "../handoff/index.js";
+import { sendEnvelope } from "../inbox/index.js";
+import type { SessionRegistry } from "../registry/index.js";
+import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, type Action, type AnnounceBody, type DeliveryTarget, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
+import { resolveDeliveryTarget, resolveReplyAction, targetOf, type RouteOverrides } from "../handoff/index.js";
 import type { StoredTask, TaskRegistry } from "./registry.js";
 
 export type FinishState = Extract<TaskState, "completed" | "failed" | "canceled">;
 
-export interface FinishInput {
+/** What a caller asks for when it declares a task finished. */
+export interface FinishRequest extends RouteOverrides {
   readonly taskId: string;
+  /** The session declaring the outcome: must be the task's assignee. */
+  readonly by: SessionAddress;
   readonly state: FinishState;
   readonly result?: TaskRecord["result"];
   readonly error?: string;
-  /** What to do with the result (default reply). */
+  /** What to do with the result (default reply; a legacy token in a text result decides too). */
   readonly action?: Action;
-  /** A policy-checked announce target replacing the task's origin. */
-  readonly announceTarget?: DeliveryTarget;
-  /** The session declaring the outcome. */
-  readonly by: SessionAddress;
 }
 
 export type FinishOutcome =
@@ -50,40 +55,10 @@ export interface FinishHooks {
   readonly afterDecision?: () => void | Promise<void>;
 }
 
-export function completionEnvelopeId(taskId: string): string {
-  return `tc-${taskId}`;
-}
-
-export async function finishTask(ctx: MeshContext, registry: TaskRegistry, input: FinishInput, hooks: FinishHooks = {}, known?: StoredTask): Promise<FinishOutcome> {
-  let read: StoredTask | undefined = known;
-  for (;;) {
-    const current = read ?? (await registry.require(input.taskId));
-    read = undefined;
-    const r = current.record;
-    if (TERMINAL_STATES.has(r.state)) {
-      // Help a crashed finisher: the decision stands, the event may be missing.
-      if (!r.notified) await notifyRequester(ctx, registry, current);
-      const same = r.state === input.state && JSON.stringify(r.result ?? null) === JSON.stringify(input.result ?? null) && (r.error ?? "") === (input.error ?? "");
-      return { outcome: same ? "already" : "conflict", record: r };
-    }
-    const now = new Date().toISOString();
-    const next: TaskRecord = {
-      ...r,
-      state: input.state,
-      ...(input.result !== undefined && { result: input.result }),
-      ...(input.error !== undefined && { error: input.error }),
-      ...(input.action !== undefined && { action: input.action }),
-      ...(input.announceTarget !== undefined && { announceTarget: input.announceTarget }),
-      finishedBy: sessionKeyOf(input.by),
-      updatedAt: now,
-      notified: false,
-    };
-    const stored = await registry.replace(current, next);
-    if (!stored) continue; // lost the race: re-read and report what won
-    await hooks.afterDecision?.();
-    await notifyRequester(ctx, registry, stored);
-    return { outcome: "finished", record: next };
-  }
+export interface FinishDeps {
+  readonly ctx: MeshContext;
+  readonly tasks: TaskRegistry;
+  readonly sessions: SessionRegistry;
 }
 
 export class NotAssigneeError extends MeshError {
@@ -92,15 +67,64 @@ export class NotAssigneeError extends MeshError {
   }
 }
 
-/** finishTask, refused unless `by` is the task's assignee session. */
-export async function finishAsAssignee(ctx: MeshContext, registry: TaskRegistry, input: FinishInput, hooks?: FinishHooks, known?: StoredTask): Promise<FinishOutcome> {
-  const task = known ?? (await registry.require(input.taskId));
-  if (!sameSession(task.record.assignee, input.by)) throw new NotAssigneeError(input.taskId, sessionKeyOf(task.record.assignee), sessionKeyOf(input.by));
-  return finishTask(ctx, registry, input, hooks, task);
+/** The one task-finishing path. */
+export async function finishTask(deps: FinishDeps, req: FinishRequest, hooks: FinishHooks = {}, known?: StoredTask): Promise<FinishOutcome> {
+  const { ctx, tasks } = deps;
+  if (req.by.instance !== ctx.config.instance) {
+    throw new InvalidAddressError(sessionKeyOf(req.by), `instance '${ctx.config.instance}' cannot act for instance '${req.by.instance}'`);
+  }
+  const task = known ?? (await tasks.require(req.taskId));
+  if (!sameSession(task.record.assignee, req.by)) throw new NotAssigneeError(req.taskId, sessionKeyOf(task.record.assignee), sessionKeyOf(req.by));
+
+  let { result, action } = req;
+  if (typeof result === "string") {
+    const r = resolveReplyAction(result, action ?? "reply");
+    result = r.text;
+    action = r.tokens.length > 0 || action !== undefined ? r.action : undefined;
+  }
+  const overridden = req.announceTarget !== undefined || req.announceThreadId !== undefined;
+  const announceTarget = overridden ? resolveDeliveryTarget(task.record.origin, req, ctx.channelPolicy) : undefined;
+
+  const out = await decide(deps, { ...req, ...(result !== undefined && { result }), ...(action !== undefined && { action }) }, announceTarget, hooks, task);
+  if (out.outcome === "finished") await deps.sessions.declareTask(req.by, req.state, req.taskId);
+  return out;
+}
+
+/** Step 1 (the decision), then step 2 (the notification). */
+async function decide(deps: FinishDeps, req: FinishRequest, announceTarget: DeliveryTarget | undefined, hooks: FinishHooks, known: StoredTask): Promise<FinishOutcome> {
+  const { ctx, tasks } = deps;
+  let read: StoredTask | undefined = known;
+  for (;;) {
+    const current = read ?? (await tasks.require(req.taskId));
+    read = undefined;
+    const r = current.record;
+    if (TERMINAL_STATES.has(r.state)) {
+      // Help a crashed finisher: the decision stands, the event may be missing.
+      if (!r.notified) await notifyRequester(ctx, tasks, current);
+      const same = r.state === req.state && JSON.stringify(r.result ?? null) === JSON.stringify(req.result ?? null) && (r.error ?? "") === (req.error ?? "");
+      return { outcome: same ? "already" : "conflict", record: r };
+    }
+    const next: TaskRecord = {
+      ...r,
+      state: req.state,
+      ...(req.result !== undefined && { result: req.result }),
+      ...(req.error !== undefined && { error: req.error }),
+      ...(req.action !== undefined && { action: req.action }),
+      ...(announceTarget !== undefined && { announceTarget }),
+      finishedBy: sessionKeyOf(req.by),
+      updatedAt: new Date().toISOString(),
+      notified: false,
+    };
+    const stored = await tasks.replace(current, next);
+    if (!stored) continue; // lost the race: re-read and report what won
+    await hooks.afterDecision?.();
+    await notifyRequester(ctx, tasks, stored);
+    return { outcome: "finished", record: next };
+  }
 }
 
 /** Store the task.complete event for a decided task, then mark the entry notified. */
-export async function notifyRequester(ctx: MeshContext, registry: TaskRegistry, task: StoredTask): Promise<void> {
+export async function notifyRequester(ctx: MeshContext, tasks: TaskRegistry, task: StoredTask): Promise<void> {
   const r = task.record;
   const body: TaskCompleteBody = {
     taskId: r.taskId,
@@ -110,26 +134,27 @@ export async function notifyRequester(ctx: MeshContext, registry: TaskRegistry, 
     assignee: sessionKeyOf(r.assignee),
     ...(r.action !== undefined && { action: r.action }),
   };
-  const envelope: Envelope = {
-    v: 1,
-    id: completionEnvelopeId(r.taskId),
-    kind: Kinds.taskComplete,
-    from: r.assignee,
-    to: r.requester,
-    taskId: r.taskId,
-    ...(r.origin !== undefined && { origin: r.origin }),
-    ...(r.action !== undefined && { action: r.action }),
-    body,
-    sentAt: r.updatedAt,
-  };
-  await deliver(ctx, envelope);
+  await sendEnvelope(
+    ctx,
+    createEnvelope({
+      id: ReservedIds.taskComplete(r.taskId),
+      kind: Kinds.taskComplete,
+      from: r.assignee,
+      to: r.requester,
+      taskId: r.taskId,
+      ...(r.origin !== undefined && { origin: r.origin }),
+      ...(r.action !== undefined && { action: r.action }),
+      body,
+      sentAt: r.updatedAt,
+    }),
+  );
   if (r.action === "announce") await announce(ctx, r);
   // Watches fire before the task counts as notified, so recovery re-fires them after a crash.
-  await registry.watches.fireTaskFinished(r);
+  await tasks.watches.fireTaskFinished(r);
   let current: StoredTask | undefined = task;
   while (current && !current.record.notified) {
-    if (await registry.replace(current, { ...current.record, notified: true })) return;
-    current = await registry.get(r.taskId);
+    if (await tasks.replace(current, { ...current.record, notified: true })) return;
+    current = await tasks.get(r.taskId);
   }
 }
 
@@ -145,7 +170,20 @@ async function announce(ctx: MeshContext, r: TaskRecord): Promise<void> {
   }
   const text = r.state === "completed" ? bodyText(r.result ?? "") : `${r.state}: ${r.error ?? ""}`;
   const body: AnnounceBody = { deliveryTarget, text, taskId: r.taskId, by: sessionKeyOf(r.assignee) };
-  await deliver(ctx, { v: 1, id: `an-${r.taskId}`, kind: Kinds.announce, from: r.assignee, to: r.origin?.session ?? r.requester, taskId: r.taskId, ...(r.origin && { origin: r.origin }), action: "announce", body, sentAt: r.updatedAt });
+  await sendEnvelope(
+    ctx,
+    createEnvelope({
+      id: ReservedIds.announce(r.taskId),
+      kind: Kinds.announce,
+      from: r.assignee,
+      to: r.origin?.session ?? r.requester,
+      taskId: r.taskId,
+      ...(r.origin && { origin: r.origin }),
+      action: "announce",
+      body,
+      sentAt: r.updatedAt,
+    }),
+  );
 }
 
 function bodyText(v: unknown): string {
@@ -153,15 +191,14 @@ function bodyText(v: unknown): string {
 }
 
 /**
- * Republish the completion event of every decided but unnotified task assigned to `instance`.
+ * Republish the completion event of every decided but unnotified task assigned to this instance.
  * Returns the task ids it repaired.
  */
-export async function recoverTasks(ctx: MeshContext, registry: TaskRegistry, instance: string): Promise<string[]> {
+export async function recoverTasks(ctx: MeshContext, tasks: TaskRegistry): Promise<string[]> {
   const repaired: string[] = [];
-  for (const key of await registry.keys(`*.${instance}.*`)) {
-    const task = await registry.getByKey(key);
-    if (!task || !TERMINAL_STATES.has(task.record.state) || task.record.notified) continue;
-    await notifyRequester(ctx, registry, task);
+  for (const task of await tasks.assignedTo(ctx.config.instance)) {
+    if (!TERMINAL_STATES.has(task.record.state) || task.record.notified) continue;
+    await notifyRequester(ctx, tasks, task);
     repaired.push(task.record.taskId);
     ctx.logger.info({ taskId: task.record.taskId }, "republished a task completion left unpublished by a crash");
   }

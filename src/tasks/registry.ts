@@ -4,11 +4,10 @@
  * write only the tasks it takes part in. Every change is a compare-and-set at the revision read:
  * two writers never silently overwrite each other; the loser re-reads and decides again.
  */
-import { Kvm, type KV } from "@nats-io/kv";
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { TaskRecordSchema, type TaskRecord } from "../wire/index.js";
-import { ensureBucket } from "../topology/index.js";
+import { KvStore, ensureBucket, type Names } from "../topology/index.js";
 import type { Watches } from "../registry/index.js";
 
 export interface StoredTask {
@@ -23,43 +22,42 @@ export class TaskNotFoundError extends MeshError {
   }
 }
 
-export function taskKey(record: Pick<TaskRecord, "taskId" | "requester" | "assignee">): string {
-  return `${record.requester.instance}.${record.assignee.instance}.${record.taskId}`;
-}
-
 export async function ensureTaskBucket(ctx: MeshContext): Promise<void> {
   await ensureBucket(ctx.nc, ctx.jsm, ctx.names.taskBucket(), { ttlMs: ctx.config.retention.taskMaxAgeMs, replicas: ctx.config.retention.replicas, description: "clawmesh task registry" });
 }
 
+const stored = (s: { key: string; value: TaskRecord; revision: number }): StoredTask => ({ record: s.value, revision: s.revision, key: s.key });
+
 export class TaskRegistry {
+  /** Task id -> registry key, for ids this process has seen (the key names both instances). */
   private readonly keyCache = new Map<string, string>();
 
   private constructor(
-    private readonly kv: KV,
+    private readonly names: Names,
+    private readonly store: KvStore<typeof TaskRecordSchema>,
     /** Fired when a task finishes (before it counts as notified). */
     readonly watches: Watches,
   ) {}
 
   static async open(ctx: MeshContext, watches: Watches): Promise<TaskRegistry> {
-    return new TaskRegistry(await new Kvm(ctx.nc).open(ctx.names.taskBucket(), { bindOnly: true }), watches);
+    return new TaskRegistry(ctx.names, await KvStore.open(ctx.nc, ctx.names.taskBucket(), TaskRecordSchema), watches);
   }
 
-  /** Create a new task; fails if the id exists. */
-  async create(record: TaskRecord): Promise<StoredTask> {
-    const key = taskKey(record);
-    const revision = await this.kv.create(key, JSON.stringify(record));
-    this.keyCache.set(record.taskId, key);
-    return { record, revision, key };
+  /** Create a new task; undefined when a task with its key exists already. */
+  async create(record: TaskRecord): Promise<StoredTask | undefined> {
+    const key = this.names.taskRecordKey(record);
+    const written = await this.store.create(key, record);
+    if (!written) return undefined;
+    this.remember(record.taskId, key);
+    return stored(written);
   }
 
+  /** The task with this id; undefined when there is none. Throws UnreadableRecordError for a record it cannot read. */
   async get(taskId: string): Promise<StoredTask | undefined> {
     const key = await this.findKey(taskId);
     if (key === undefined) return undefined;
-    const entry = await this.kv.get(key);
-    if (entry === null || entry.operation !== "PUT") return undefined;
-    const parsed = TaskRecordSchema.safeParse(entry.json());
-    if (!parsed.success) throw new MeshError("task_unreadable", `task ${taskId} has an unreadable registry entry`);
-    return { record: parsed.data, revision: entry.revision, key };
+    const found = await this.store.get(key);
+    return found && stored(found);
   }
 
   async require(taskId: string): Promise<StoredTask> {
@@ -73,35 +71,31 @@ export class TaskRegistry {
    * Returns undefined when another writer got there first.
    */
   async replace(current: StoredTask, next: TaskRecord): Promise<StoredTask | undefined> {
-    try {
-      const revision = await this.kv.update(current.key, JSON.stringify(next), current.revision);
-      return { record: next, revision, key: current.key };
-    } catch (err) {
-      if (/wrong last sequence/i.test(String(err))) return undefined;
-      throw err;
-    }
+    const written = await this.store.replace(current, next);
+    return written && stored(written);
   }
 
-  /** Keys of tasks matching a filter such as `*.<instance>.*` (tasks assigned to an instance). */
-  async keys(filter: string): Promise<string[]> {
-    const out: string[] = [];
-    for await (const k of await this.kv.keys(filter)) out.push(k);
-    return out;
+  /** Delete a task at the revision read (a task whose creation could not be completed). */
+  async remove(current: StoredTask): Promise<boolean> {
+    this.keyCache.delete(current.record.taskId);
+    return this.store.delete(current.key, current.revision);
   }
 
-  async getByKey(key: string): Promise<StoredTask | undefined> {
-    const entry = await this.kv.get(key);
-    if (entry === null || entry.operation !== "PUT") return undefined;
-    const parsed = TaskRecordSchema.safeParse(entry.json());
-    return parsed.success ? { record: parsed.data, revision: entry.revision, key } : undefined;
+  /** Tasks assigned to `instance` (a listing: recovery, operators). Unreadable records are skipped. */
+  async assignedTo(instance: string): Promise<StoredTask[]> {
+    return (await this.store.values(this.names.tasksAssignedTo(instance))).map(stored);
+  }
+
+  private remember(taskId: string, key: string): void {
+    if (this.keyCache.size >= 10_000) this.keyCache.clear();
+    this.keyCache.set(taskId, key);
   }
 
   private async findKey(taskId: string): Promise<string | undefined> {
     const cached = this.keyCache.get(taskId);
     if (cached) return cached;
-    const found = await this.keys(`*.*.${taskId}`);
-    const key = found[0];
-    if (key) this.keyCache.set(taskId, key);
+    const key = (await this.store.keys(this.names.tasksWithId(taskId)))[0];
+    if (key) this.remember(taskId, key);
     return key;
   }
 }

@@ -70,13 +70,7 @@ export function instancePermissions(prefix: string, me: string): InstancePermiss
       `${api}.CONSUMER.MSG.NEXT.${s}.>`,
       `${api}.CONSUMER.DELETE.${s}.>`,
     ]),
-    `$KV.${n.taskBucket()}.${me}.*.*`,
-    `$KV.${n.taskBucket()}.*.${me}.*`,
-    `$KV.${n.sessionBucket()}.${me}.>`,
-    `$KV.${n.directoryBucket()}.*.${me}.>`,
-    // Watches and task keys name their target, not their writer: any participant may write them.
-    `$KV.${n.watchBucket()}.>`,
-    `$KV.${n.taskKeyBucket()}.>`,
+    ...n.writableRegistryKeys(me),
   ];
   // Replies and pull deliveries only under its own inbox prefix; liveness probes for its own holders.
   const subscribe = [`${inboxPrefixFor(me)}.>`, `${prefix}.alive.${me}.*`];

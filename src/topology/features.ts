@@ -1,9 +1,7 @@
 /**
- * What the connected nats-server can do, from its version. The mesh runs on 2.9 and adapts; a
- * feature it cannot emulate gives a FeatureUnavailableError naming the version it needs.
+ * What the connected nats-server can do, from its version. The mesh runs on 2.9 and adapts where a
+ * feature is missing.
  */
-import { FeatureUnavailableError } from "../errors.js";
-
 const REQUIREMENTS = {
   /** More than one filter subject per consumer. */
   multiFilter: "2.10.0",
@@ -28,10 +26,6 @@ export class ServerFeatures {
 
   supports(feature: ServerFeature): boolean {
     return compare(this.parsed, parseVersion(REQUIREMENTS[feature])) >= 0;
-  }
-
-  require(feature: ServerFeature): void {
-    if (!this.supports(feature)) throw new FeatureUnavailableError(feature, REQUIREMENTS[feature], this.version);
   }
 }
 

@@ -1,6 +1,8 @@
 /**
- * The only module that spells subjects, stream, consumer and bucket names. `subjects.md` is the
- * contract these functions implement; change both together.
+ * The only module that spells subjects, stream, consumer and bucket names and the layout of every
+ * KV key. The permission generator reads the same functions, so what the broker allows and what
+ * the code writes cannot drift apart. `subjects.md` is the contract these functions implement;
+ * change both together.
  *
  * Layout (fixed token positions so broker permissions can pin the sending instance):
  *   <prefix>.in.<toInstance>.<fromInstance>.<agent>.<channel>.<session>.<kind...>
@@ -43,6 +45,13 @@ export function sessionPath(address: Pick<SessionAddress, "agent" | "channel" | 
     pathCache.set(cacheKey, path);
   }
   return path;
+}
+
+/** What a watch is on: a task, or a session. */
+export type WatchTargetRef = { readonly taskId: string } | { readonly session: SessionAddress };
+
+function shortHash(s: string, hexChars: number): string {
+  return createHash("sha256").update(s).digest("hex").slice(0, hexChars);
 }
 
 export class Names {
@@ -89,6 +98,60 @@ export class Names {
   sessionRecordKey(session: SessionAddress): string {
     return `${session.instance}.${sessionPath(session)}`;
   }
+  /** Task registry key: `<requesterInstance>.<assigneeInstance>.<taskId>`. */
+  taskRecordKey(t: { readonly requester: { readonly instance: string }; readonly assignee: { readonly instance: string }; readonly taskId: string }): string {
+    return `${t.requester.instance}.${t.assignee.instance}.${t.taskId}`;
+  }
+  /** Filter over task keys assigned to `instance` (a listing, not a lookup). */
+  tasksAssignedTo(instance: string): string {
+    return `*.${instance}.*`;
+  }
+  /** Filter over task keys with this id, whoever asked and whoever works on it. */
+  tasksWithId(taskId: string): string {
+    return `*.*.${taskId}`;
+  }
+  /**
+   * Task-key entry key (idempotent spawn): `<instance>.<agent>.<hash of the task key>`. The agent is
+   * lowercased here, once, so every caller finds what any other caller created.
+   */
+  taskKeyEntryKey(r: { readonly taskKey: string; readonly agent: string; readonly instance: string }): string {
+    return `${r.instance}.${r.agent.toLowerCase()}.${shortHash(r.taskKey, 32)}`;
+  }
+  /** Watch keys start with what they watch: `t.<taskId>` or `s.<instance>.<agent>.<channel>.<session>`. */
+  watchTargetKey(target: WatchTargetRef): string {
+    return "taskId" in target ? `t.${target.taskId}` : `s.${target.session.instance}.${sessionPath(target.session)}`;
+  }
+  watchKey(target: WatchTargetRef, watchId: string): string {
+    return `${this.watchTargetKey(target)}.${watchId}`;
+  }
+  /** Directory key: `<encoded channel address>.<instance>.<agent>.<session hash>`. */
+  directoryKey(channel: string, session: SessionAddress): string {
+    return `${encodeToken(channel)}.${session.instance}.${session.agent}.${shortHash(sessionPath(session), 16)}`;
+  }
+  /** Filter over the directory entries of one channel address. */
+  directoryChannelFilter(channel: string): string {
+    return `${encodeToken(channel)}.>`;
+  }
+  /** The channel address a directory key is for. */
+  directoryChannelOf(key: string): string {
+    return decodeToken(key.split(".")[0]!);
+  }
+
+  /**
+   * KV subjects an instance may write in the shared buckets: only keys that name it in the
+   * position that says whose statement the record is.
+   */
+  writableRegistryKeys(instance: string): string[] {
+    return [
+      `$KV.${this.taskBucket()}.${instance}.*.*`,
+      `$KV.${this.taskBucket()}.*.${instance}.*`,
+      `$KV.${this.sessionBucket()}.${instance}.>`,
+      `$KV.${this.directoryBucket()}.*.${instance}.>`,
+      // Watches and task keys name their target, not their writer: any participant may write them.
+      `$KV.${this.watchBucket()}.>`,
+      `$KV.${this.taskKeyBucket()}.>`,
+    ];
+  }
 
   /** Everything addressed to `instance`: the inbox stream's subject. */
   inboxWildcard(instance: string): string {
@@ -126,8 +189,7 @@ export class Names {
    * session key; the readable key is kept in the consumer's description.
    */
   sessionConsumer(session: SessionAddress): string {
-    const digest = createHash("sha256").update(sessionPath(session)).digest("hex").slice(0, 32);
-    return `ses_${digest}`;
+    return `ses_${shortHash(sessionPath(session), 32)}`;
   }
 
   /** Parse an inbox subject back into its parts; undefined when it is not one of ours. */

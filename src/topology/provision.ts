@@ -16,6 +16,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { TopologyConflictError } from "../errors.js";
 import type { Retention } from "../config.js";
 import type { Names } from "./names.js";
+import { isNotFound, isStreamNameInUse } from "../transport/js-errors.js";
 
 /** Compared on an existing stream: the fields that decide what is kept and for how long. */
 const CHECKED_FIELDS = ["subjects", "retention", "storage", "discard", "max_age", "max_bytes", "duplicate_window", "num_replicas", "max_msg_size"] as const;
@@ -75,7 +76,7 @@ export async function ensureStream(jsm: JetStreamManager, want: Partial<StreamCo
       return;
     } catch (err) {
       // Another process created it between our look and our add: fall through and compare.
-      if (!/already in use/i.test(String(err))) throw err;
+      if (!isStreamNameInUse(err)) throw err;
       existing = (await jsm.streams.info(want.name)).config;
     }
   }
@@ -128,10 +129,4 @@ export async function ensureBucket(
     if (!isNotFound(err)) throw err;
     await new Kvm(nc).create(name, { history: 1, replicas: opts.replicas, storage: StorageType.File, ttl: opts.ttlMs, description: opts.description });
   }
-}
-
-export function isNotFound(err: unknown): boolean {
-  const e = err as { code?: unknown; api_error?: { err_code?: number }; message?: string } | undefined;
-  if (e?.api_error?.err_code === 10059 || e?.api_error?.err_code === 10014) return true;
-  return /not found/i.test(e?.message ?? "");
 }

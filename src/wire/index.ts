@@ -1,3 +1,4 @@
 export * from "./envelope.js";
 export * from "./codec.js";
 export * from "./records.js";
+export * from "./factory.js";

@@ -4,14 +4,7 @@ import type { Mesh } from "../../src/index.js";
 import type { FinishOutcome } from "../../src/tasks/index.js";
 import type { JsonBody, MeshSession } from "../../src/session/index.js";
 
-/** A gate a test opens when it chooses: how a "slow" agent is held without sleeping. */
-export class Latch {
-  readonly opened: Promise<void>;
-  open!: () => void;
-  constructor() {
-    this.opened = new Promise((resolve) => (this.open = resolve));
-  }
-}
+export { Latch } from "../../src/testing/index.js";
 
 export type TaskScript = (req: { taskId: string; message: string }, session: MeshSession) => Promise<{ state: "completed" | "failed"; result?: JsonBody; error?: string }>;
 
@@ -23,7 +16,7 @@ export interface ScriptedAgent {
 }
 
 export async function scriptedAgent(mesh: Mesh, sessionKey: string, script: TaskScript): Promise<ScriptedAgent> {
-  const session = await mesh.openSession(sessionKey);
+  const session = await mesh.sessions.open(sessionKey);
   const stopper = new AbortController();
   const finished: FinishOutcome[] = [];
   const waiters: ((o: FinishOutcome) => void)[] = [];

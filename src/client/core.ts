@@ -1,0 +1,81 @@
+/**
+ * What the mesh's sub-clients share: the connection context, the registries (opened once, on first
+ * use) and how a session reference becomes an address. Internal: not part of the public API.
+ */
+import { parseSessionKey, sessionKeyOf, type SessionAddress } from "../address/index.js";
+import { InvalidAddressError } from "../errors.js";
+import type { MeshContext } from "../mesh-context.js";
+import { Directory, SessionRegistry, Watches } from "../registry/index.js";
+import { TaskKeys, type MeshServices } from "../session/index.js";
+import { TaskRegistry, type FinishDeps } from "../tasks/index.js";
+import { KvStore } from "../topology/index.js";
+import { TaskKeyEntrySchema } from "../wire/index.js";
+
+/** A session named by key (on this mesh's instance unless `instance` is given) or by address. */
+export type SessionRef = string | SessionAddress | { readonly sessionKey: string; readonly instance?: string };
+
+const KEY_CACHE_MAX = 4096;
+
+export class MeshCore {
+  private servicesHandle: Promise<MeshServices> | undefined;
+  private readonly keyCache = new Map<string, SessionAddress>();
+
+  constructor(readonly ctx: MeshContext) {}
+
+  get instance(): string {
+    return this.ctx.config.instance;
+  }
+
+  /** The shared registries (opened on first use). */
+  services(): Promise<MeshServices> {
+    this.servicesHandle ??= (async () => {
+      const watches = await Watches.open(this.ctx);
+      return {
+        watches,
+        tasks: await TaskRegistry.open(this.ctx, watches),
+        sessions: await SessionRegistry.open(this.ctx, watches),
+        directory: await Directory.open(this.ctx),
+        taskKeys: await KvStore.open(this.ctx.nc, this.ctx.names.taskKeyBucket(), TaskKeyEntrySchema),
+      };
+    })();
+    return this.servicesHandle;
+  }
+
+  async finishDeps(): Promise<FinishDeps> {
+    const s = await this.services();
+    return { ctx: this.ctx, tasks: s.tasks, sessions: s.sessions };
+  }
+
+  async taskKeys(): Promise<TaskKeys> {
+    return new TaskKeys(this.ctx.names, await this.services());
+  }
+
+  /** Resolve a session reference to an address; bare keys belong to this instance. */
+  address(ref: SessionRef): SessionAddress {
+    if (typeof ref === "string") return this.parseOwnKey(ref);
+    if ("sessionKey" in ref) return parseSessionKey(ref.sessionKey, ref.instance ?? this.instance);
+    // Re-derive from the key so hand-built addresses get the same validation and folding.
+    return { ...parseSessionKey(sessionKeyOf(ref), ref.instance), ...(ref.run !== undefined && { run: ref.run }) };
+  }
+
+  /** Keys of this instance repeat on every send: parse each once (bounded cache). */
+  private parseOwnKey(key: string): SessionAddress {
+    let a = this.keyCache.get(key);
+    if (a === undefined) {
+      a = parseSessionKey(key, this.instance);
+      if (this.keyCache.size >= KEY_CACHE_MAX) this.keyCache.clear();
+      this.keyCache.set(key, a);
+    }
+    return a;
+  }
+
+  /** An address of this instance, or InvalidAddressError saying what this instance may not do. */
+  own(ref: SessionRef, what: string): SessionAddress {
+    const address = this.address(ref);
+    if (address.instance !== this.instance) {
+      throw new InvalidAddressError(sessionKeyOf(address), `instance '${this.instance}' can only ${what} its own sessions`);
+    }
+    return address;
+  }
+}
+

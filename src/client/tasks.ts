@@ -1,0 +1,87 @@
+/** `mesh.tasks`: the task registry as a caller outside a session's run sees it. */
+import { TERMINAL_STATES, type Envelope, type TaskRecord } from "../wire/index.js";
+import type { SessionAddress } from "../address/index.js";
+import { childTaskId } from "../session/index.js";
+import { finishTask, notifyRequester, recoverTasks, type FinishHooks, type FinishOutcome, type FinishRequest, type FinishState } from "../tasks/index.js";
+import type { MeshCore, SessionRef } from "./core.js";
+
+export type FinishInput = Omit<FinishRequest, "by"> & { readonly by: SessionRef };
+
+export class TasksClient {
+  /** @internal */
+  constructor(private readonly core: MeshCore) {}
+
+  /** A task's registry record; undefined when there is none. */
+  async get(taskId: string): Promise<TaskRecord | undefined> {
+    return (await (await this.core.services()).tasks.get(taskId))?.record;
+  }
+
+  /**
+   * Declare a task finished on behalf of its assignee session (no lease needed: the registry's
+   * compare-and-set decides between concurrent writers). The same path as a session's `complete`.
+   */
+  async finish(input: FinishInput, hooks?: FinishHooks): Promise<FinishOutcome> {
+    return finishTask(await this.core.finishDeps(), { ...input, by: this.core.address(input.by) }, hooks);
+  }
+
+  /**
+   * Record that a child session started outside the mesh (e.g. by OpenClaw's sessions_spawn) works
+   * for `parent`, so awaiting the child's key reports it as working. Returns the child's task id.
+   */
+  async registerChild(input: { parent: SessionRef; child: SessionRef; title?: string }): Promise<string> {
+    const parent = this.core.address(input.parent);
+    const child = this.core.address(input.child);
+    const taskId = childTaskId(child);
+    const tasks = (await this.core.services()).tasks;
+    if (await tasks.get(taskId)) return taskId;
+    const now = new Date().toISOString();
+    // A concurrent registration of the same child wrote the same record: either write will do.
+    await tasks.create({ v: 1, taskId, requester: parent, assignee: child, state: "working", ...(input.title && { title: input.title.slice(0, 500) }), createdAt: now, updatedAt: now, notified: false, childSession: true });
+    return taskId;
+  }
+
+  /**
+   * Publish the end of a child session started outside the mesh: its result lands in the parent's
+   * inbox as a task.complete and resolves awaits on the child's session key. Goes through the same
+   * finishing path as any task (legacy tokens become an action, never text).
+   */
+  async finishChild(input: { parent: SessionRef; child: SessionRef; state: FinishState; result?: Envelope["body"]; error?: string }): Promise<FinishOutcome> {
+    const child = this.core.address(input.child);
+    const taskId = await this.registerChild({ parent: input.parent, child });
+    return this.finish({
+      taskId,
+      by: child,
+      state: input.state,
+      ...(input.result !== undefined && { result: input.result }),
+      ...(input.error !== undefined && { error: input.error }),
+    });
+  }
+
+  /** Republish completions of tasks assigned to this instance that a crash left unpublished. */
+  async recover(): Promise<string[]> {
+    const s = await this.core.services();
+    return recoverTasks(this.core.ctx, s.tasks);
+  }
+
+  /** Make sure a decided task's requester was told (help a finisher that crashed between the writes). */
+  async renotify(taskId: string): Promise<boolean> {
+    const tasks = (await this.core.services()).tasks;
+    const task = await tasks.get(taskId);
+    if (!task || !TERMINAL_STATES.has(task.record.state) || task.record.notified) return false;
+    await notifyRequester(this.core.ctx, tasks, task);
+    return true;
+  }
+
+  /**
+   * The live session already working on a task key for an agent of this instance, if any (a
+   * closed session does not count). Used to stop a host's own spawn from duplicating work.
+   */
+  async sessionForKey(taskKey: string, agent: string): Promise<SessionAddress | undefined> {
+    return (await this.core.taskKeys()).sessionFor(taskKey, agent, this.core.instance);
+  }
+
+  /** Record that `session` (e.g. a child a host spawned) works on `taskKey`; false if another live one already does. */
+  async claimKey(taskKey: string, session: SessionRef): Promise<boolean> {
+    return (await this.core.taskKeys()).claim(taskKey, this.core.address(session));
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * The mesh's one KV store abstraction: a bucket of one zod-described record type. Every registry
+ * (tasks, sessions, directory, watches, task keys, leases) reads and writes through it, so the
+ * rules live here once:
+ *
+ * - a read is `absent`, a `value`, or `unreadable` (a record this code cannot parse, e.g. a later
+ *   schema version); unreadable is never mistaken for absent, so nothing overwrites it blindly;
+ * - every change is a compare-and-set at the revision read; conflicts are recognised by the
+ *   server's API code, not by message text;
+ * - read-modify-write retries are bounded: a key that keeps changing under us is an error, not a
+ *   spin.
+ */
+import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { z } from "zod";
+import { MeshError } from "../errors.js";
+import { isRevisionConflict } from "../transport/js-errors.js";
+
+export interface Stored<T> {
+  readonly key: string;
+  readonly value: T;
+  readonly revision: number;
+}
+
+export type StoreRead<T> =
+  | { readonly status: "absent"; readonly key: string }
+  | ({ readonly status: "value" } & Stored<T>)
+  | { readonly status: "unreadable"; readonly key: string; readonly revision: number; readonly reason: string };
+
+/** A stored record the mesh cannot read; left as it is (an operator can inspect it). */
+export class UnreadableRecordError extends MeshError {
+  readonly bucket: string;
+  readonly key: string;
+  constructor(bucket: string, key: string, reason: string) {
+    super("record_unreadable", `record ${key} in ${bucket} cannot be read (${reason}); it was left unchanged`);
+    this.bucket = bucket;
+    this.key = key;
+  }
+}
+
+/** A read-modify-write that kept losing its compare-and-set to other writers. */
+export class StoreContentionError extends MeshError {
+  constructor(bucket: string, key: string, attempts: number) {
+    super("store_contention", `record ${key} in ${bucket} changed under ${attempts} consecutive attempts to update it; try again`);
+  }
+}
+
+/** Read-modify-write attempts before giving up (each loss means another writer made progress). */
+const MAX_UPDATE_ATTEMPTS = 32;
+
+export class KvStore<S extends z.ZodType> {
+  private constructor(
+    /** The underlying bucket, for watches. */
+    readonly kv: KV,
+    readonly name: string,
+    private readonly schema: S,
+  ) {}
+
+  static async open<S extends z.ZodType>(nc: NatsConnection, name: string, schema: S): Promise<KvStore<S>> {
+    return new KvStore(await new Kvm(nc).open(name, { bindOnly: true }), name, schema);
+  }
+
+  /** Interpret a stored entry (from a get or a watch). */
+  decode(entry: KvEntry): StoreRead<z.output<S>> {
+    if (entry.operation !== "PUT") return { status: "absent", key: entry.key };
+    let json: unknown;
+    try {
+      json = entry.json();
+    } catch {
+      return { status: "unreadable", key: entry.key, revision: entry.revision, reason: "not JSON" };
+    }
+    const r = this.schema.safeParse(json);
+    if (!r.success) return { status: "unreadable", key: entry.key, revision: entry.revision, reason: r.error.issues[0]?.message ?? "schema mismatch" };
+    return { status: "value", key: entry.key, value: r.data, revision: entry.revision };
+  }
+
+  async read(key: string): Promise<StoreRead<z.output<S>>> {
+    const entry = await this.kv.get(key);
+    return entry === null ? { status: "absent", key } : this.decode(entry);
+  }
+
+  /** The value at `key`, undefined when absent; throws UnreadableRecordError for a record it cannot read. */
+  async get(key: string): Promise<Stored<z.output<S>> | undefined> {
+    const r = await this.read(key);
+    if (r.status === "unreadable") throw new UnreadableRecordError(this.name, key, r.reason);
+    return r.status === "value" ? r : undefined;
+  }
+
+  /** Create; undefined when the key already holds a value. */
+  async create(key: string, value: z.output<S>): Promise<Stored<z.output<S>> | undefined> {
+    try {
+      return { key, value, revision: await this.kv.create(key, JSON.stringify(value)) };
+    } catch (err) {
+      if (isRevisionConflict(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Compare-and-set at `current.revision`; undefined when another writer changed the key first. */
+  async replace(current: { readonly key: string; readonly revision: number }, value: z.output<S>): Promise<Stored<z.output<S>> | undefined> {
+    try {
+      return { key: current.key, value, revision: await this.kv.update(current.key, JSON.stringify(value), current.revision) };
+    } catch (err) {
+      if (isRevisionConflict(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Read-modify-write until it sticks (bounded). `change` gets the current value (undefined when
+   * absent) and returns the next one, or undefined to leave the key as it is. An unreadable record
+   * is never overwritten: UnreadableRecordError.
+   */
+  async update(key: string, change: (current: z.output<S> | undefined) => z.output<S> | undefined): Promise<Stored<z.output<S>> | undefined> {
+    for (let attempt = 1; attempt <= MAX_UPDATE_ATTEMPTS; attempt++) {
+      const current = await this.get(key);
+      const next = change(current?.value);
+      if (next === undefined) return current;
+      const written = current ? await this.replace(current, next) : await this.create(key, next);
+      if (written) return written;
+    }
+    throw new StoreContentionError(this.name, key, MAX_UPDATE_ATTEMPTS);
+  }
+
+  /** Delete; with `revision`, only if the key is still at it (false when it moved on). */
+  async delete(key: string, revision?: number): Promise<boolean> {
+    try {
+      await this.kv.delete(key, revision === undefined ? undefined : { previousSeq: revision });
+      return true;
+    } catch (err) {
+      if (revision !== undefined && isRevisionConflict(err)) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Keys matching `filter`. Each call creates a short-lived server consumer: for listings an
+   * operator or a model asked for, never on a per-message path (look up by exact key there).
+   */
+  async keys(filter = ">"): Promise<string[]> {
+    const out: string[] = [];
+    for await (const k of await this.kv.keys(filter)) out.push(k);
+    return out;
+  }
+
+  /** Every readable value whose key matches `filter` (a listing: see `keys`). Unreadable records are skipped. */
+  async values(filter = ">"): Promise<Stored<z.output<S>>[]> {
+    const out: Stored<z.output<S>>[] = [];
+    for (const key of await this.keys(filter)) {
+      const r = await this.read(key);
+      if (r.status === "value") out.push(r);
+    }
+    return out;
+  }
+}

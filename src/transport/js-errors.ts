@@ -1,0 +1,70 @@
+/**
+ * How the mesh recognises what went wrong in a NATS or JetStream call: by the server's API error
+ * code or by the client's error class, never by matching message text (texts change between
+ * server and client versions; codes and classes do not).
+ */
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { NoRespondersError, PermissionViolationError, RequestError, TimeoutError } from "@nats-io/transport-node";
+
+/** JetStream API error codes the mesh branches on (nats-server `server/errors.json`). */
+export const ApiCodes = {
+  streamNotFound: JetStreamApiCodes.StreamNotFound,
+  consumerNotFound: JetStreamApiCodes.ConsumerNotFound,
+  noMessageFound: JetStreamApiCodes.NoMessageFound,
+  wrongLastSequence: JetStreamApiCodes.StreamWrongLastSequence,
+  wrongLastSequenceUnknown: JetStreamApiCodes.StreamWrongLastSequenceUnknown,
+  /** A stream with that name exists with a different configuration. */
+  streamNameInUse: 10058,
+  /** Stream store is full: `maximum bytes exceeded` / `maximum messages exceeded`. */
+  streamStoreFailed: 10077,
+  /** `Nats-Expected-Stream` did not match the stream that stored the subject. */
+  streamNotMatch: 10060,
+} as const;
+
+/** The JetStream API error code carried by `err` (or its cause), if any. */
+export function apiCode(err: unknown): number | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    if (e instanceof JetStreamApiError) return e.code;
+  }
+  return undefined;
+}
+
+/** A stream, consumer or stored message that does not exist. */
+export function isNotFound(err: unknown): boolean {
+  const code = apiCode(err);
+  return code === ApiCodes.streamNotFound || code === ApiCodes.consumerNotFound || code === ApiCodes.noMessageFound;
+}
+
+/** A compare-and-set that lost: the key is not at the revision the writer expected. */
+export function isRevisionConflict(err: unknown): boolean {
+  const code = apiCode(err);
+  return code === ApiCodes.wrongLastSequence || code === ApiCodes.wrongLastSequenceUnknown;
+}
+
+export function isStreamNameInUse(err: unknown): boolean {
+  return apiCode(err) === ApiCodes.streamNameInUse;
+}
+
+/** Nobody subscribes to the subject a request went to (for a liveness probe: the process is gone). */
+export function isNoResponders(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    if (e instanceof NoRespondersError) return true;
+    if (e instanceof RequestError && e.isNoResponders()) return true;
+  }
+  return false;
+}
+
+export function isTimeout(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    if (e instanceof TimeoutError) return true;
+  }
+  return false;
+}
+
+/** The server refused a publish or subscription under this connection's permissions. */
+export function isPermissionDenied(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    if (e instanceof PermissionViolationError) return true;
+  }
+  return false;
+}
