@@ -35,11 +35,11 @@ describe("single-server faults", () => {
 
     const inbox = await observer.sessions.openInbox("agent:b:main");
     const shown: string[] = [];
-    for (;;) {
+    for (let more = true; more; ) {
       const batch = await inbox.take({ max: 500 });
-      if (batch.messages.length === 0) break;
       shown.push(...batch.messages.map((m) => m.id));
       await batch.confirm();
+      more = batch.more;
     }
     await inbox.close();
     await observer.close();

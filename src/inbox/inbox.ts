@@ -43,6 +43,12 @@ export interface InboxMessage {
 
 export interface InboxBatch {
   readonly messages: readonly InboxMessage[];
+  /**
+   * True when the server reported more messages pending behind this batch: take again (after
+   * confirming) before waiting for new arrivals. A loop that empties an inbox ends on `more`, not
+   * on the first empty batch.
+   */
+  readonly more: boolean;
   /** Record that the model was shown these messages, then acknowledge them. Idempotent. */
   confirm(): Promise<void>;
   /** Give the messages back unshown (they are offered again; after maxDeliveries they are parked). */
@@ -135,7 +141,7 @@ export class Inbox {
         }
       }
       if (shown.length > 0) {
-        this.outstanding = new HeldBatch(this, shown, fetched, this.ctx.config.inbox.ackWaitMs);
+        this.outstanding = new HeldBatch(this, shown, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
         return this.outstanding;
       }
       // Everything fetched was parked or already shown: settle it and look further.
@@ -277,6 +283,7 @@ class HeldBatch implements InboxBatch {
     private readonly inbox: Inbox,
     readonly messages: readonly InboxMessage[],
     private readonly held: readonly JsMsg[],
+    readonly more: boolean,
     ackWaitMs: number,
   ) {
     // A model turn can take minutes: keep pushing the ack deadline out while the batch is held.
@@ -318,6 +325,7 @@ class HeldBatch implements InboxBatch {
 
 const emptyBatch: InboxBatch = Object.freeze({
   messages: [],
+  more: false,
   confirm: async () => {},
   release: async () => {},
 });
