@@ -35,7 +35,7 @@ export class MeshCore {
         tasks: await TaskRegistry.open(this.ctx, watches),
         sessions: await SessionRegistry.open(this.ctx, watches),
         directory: await Directory.open(this.ctx),
-        taskKeys: await KvStore.open(this.ctx.nc, this.ctx.names.taskKeyBucket(), TaskKeyEntrySchema),
+        taskKeys: await KvStore.open(this.ctx, this.ctx.names.taskKeyBucket(), TaskKeyEntrySchema),
       };
     })();
     return this.servicesHandle;

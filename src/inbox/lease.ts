@@ -21,7 +21,7 @@ type LeaseStore = KvStore<typeof LeaseValueSchema>;
 
 /** The lease bucket of an instance. */
 export function openLeaseStore(ctx: MeshContext, instance: string): Promise<LeaseStore> {
-  return KvStore.open(ctx.nc, ctx.names.leaseBucket(instance), LeaseValueSchema);
+  return KvStore.open(ctx, ctx.names.leaseBucket(instance), LeaseValueSchema);
 }
 
 export interface AcquireOptions {

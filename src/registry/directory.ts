@@ -58,7 +58,7 @@ export class Directory {
   ) {}
 
   static async open(ctx: MeshContext): Promise<Directory> {
-    return new Directory(ctx.names, await KvStore.open(ctx.nc, ctx.names.directoryBucket(), DirectoryEntrySchema));
+    return new Directory(ctx.names, await KvStore.open(ctx, ctx.names.directoryBucket(), DirectoryEntrySchema));
   }
 
   /** Register that `session` serves `channel` (idempotent). */
@@ -91,7 +91,7 @@ export class Directory {
       throw new UnknownChannelError(channel, servedBy.map((e) => `${channel} -> agent ${e.agent} @${e.instance}`), filter.agent);
     }
     const platform = channel.slice(0, channel.indexOf(":") + 1);
-    const known = [...new Set((await this.bucket.keys()).map((k) => this.names.directoryChannelOf(k)))].filter((c) => c.startsWith(platform)).sort().slice(0, 20);
+    const known = [...new Set((await this.bucket.values()).map((e) => e.value.channel))].filter((c) => c.startsWith(platform)).sort().slice(0, 20);
     throw new UnknownChannelError(channel, known, filter.agent);
   }
 

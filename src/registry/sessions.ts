@@ -37,7 +37,7 @@ export class SessionRegistry {
   ) {}
 
   static async open(ctx: MeshContext, watches: Watches): Promise<SessionRegistry> {
-    return new SessionRegistry(ctx, await KvStore.open(ctx.nc, ctx.names.sessionBucket(), SessionRecordSchema), watches);
+    return new SessionRegistry(ctx, await KvStore.open(ctx, ctx.names.sessionBucket(), SessionRecordSchema), watches);
   }
 
   key(session: SessionAddress): string {

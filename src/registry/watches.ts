@@ -30,7 +30,7 @@ export class Watches {
   ) {}
 
   static async open(ctx: MeshContext): Promise<Watches> {
-    return new Watches(ctx, await KvStore.open(ctx.nc, ctx.names.watchBucket(), WatchRecordSchema));
+    return new Watches(ctx, await KvStore.open(ctx, ctx.names.watchBucket(), WatchRecordSchema));
   }
 
   async add(watcher: SessionAddress, target: WatchTarget, events: readonly WatchEvent[]): Promise<WatchRecord> {

@@ -7,7 +7,7 @@
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { TaskRecordSchema, type TaskRecord } from "../wire/index.js";
-import { KvStore, ensureBucket, type Names } from "../topology/index.js";
+import { KvStore, UnreadableRecordError, ensureBucket, type Names } from "../topology/index.js";
 import type { Watches } from "../registry/index.js";
 
 export interface StoredTask {
@@ -40,7 +40,7 @@ export class TaskRegistry {
   ) {}
 
   static async open(ctx: MeshContext, watches: Watches): Promise<TaskRegistry> {
-    return new TaskRegistry(ctx.names, await KvStore.open(ctx.nc, ctx.names.taskBucket(), TaskRecordSchema), watches);
+    return new TaskRegistry(ctx.names, await KvStore.open(ctx, ctx.names.taskBucket(), TaskRecordSchema), watches);
   }
 
   /** Create a new task; undefined when a task with its key exists already. */
@@ -52,12 +52,18 @@ export class TaskRegistry {
     return stored(written);
   }
 
-  /** The task with this id; undefined when there is none. Throws UnreadableRecordError for a record it cannot read. */
+  /**
+   * The task with this id; undefined when there is none. Throws UnreadableRecordError for a record
+   * it cannot read. One read: by exact key when this process knows the task's key, otherwise the
+   * last entry on `*.*.<taskId>` (a direct get; no server consumer).
+   */
   async get(taskId: string): Promise<StoredTask | undefined> {
-    const key = await this.findKey(taskId);
-    if (key === undefined) return undefined;
-    const found = await this.store.get(key);
-    return found && stored(found);
+    const cached = this.keyCache.get(taskId);
+    const read = cached !== undefined ? await this.store.read(cached) : await this.store.findLatest(this.names.tasksWithId(taskId));
+    if (read.status === "unreadable") throw new UnreadableRecordError(this.store.name, read.key, read.reason);
+    if (read.status === "absent") return undefined;
+    this.remember(taskId, read.key);
+    return stored(read);
   }
 
   async require(taskId: string): Promise<StoredTask> {
@@ -91,11 +97,4 @@ export class TaskRegistry {
     this.keyCache.set(taskId, key);
   }
 
-  private async findKey(taskId: string): Promise<string | undefined> {
-    const cached = this.keyCache.get(taskId);
-    if (cached) return cached;
-    const key = (await this.store.keys(this.names.tasksWithId(taskId)))[0];
-    if (key) this.remember(taskId, key);
-    return key;
-  }
 }

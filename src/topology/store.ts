@@ -8,8 +8,12 @@
  * - every change is a compare-and-set at the revision read; conflicts are recognised by the
  *   server's API code, not by message text;
  * - read-modify-write retries are bounded: a key that keeps changing under us is an error, not a
- *   spin.
+ *   spin;
+ * - nothing here creates a server consumer: lookups are by exact key, by the last message on a
+ *   wildcard subject (a direct get), or by the stream's subject list (stream info), never by
+ *   `kv.keys()` or an ad-hoc ordered consumer.
  */
+import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { z } from "zod";
@@ -49,29 +53,47 @@ export class StoreContentionError extends MeshError {
 const MAX_UPDATE_ATTEMPTS = 32;
 
 export class KvStore<S extends z.ZodType> {
+  private readonly stream: string;
+  private readonly subjectPrefix: string;
+
   private constructor(
     /** The underlying bucket, for watches. */
     readonly kv: KV,
+    private readonly jsm: JetStreamManager,
     readonly name: string,
     private readonly schema: S,
-  ) {}
+  ) {
+    this.stream = `KV_${name}`;
+    this.subjectPrefix = `$KV.${name}.`;
+  }
 
-  static async open<S extends z.ZodType>(nc: NatsConnection, name: string, schema: S): Promise<KvStore<S>> {
-    return new KvStore(await new Kvm(nc).open(name, { bindOnly: true }), name, schema);
+  static async open<S extends z.ZodType>(conn: { readonly nc: NatsConnection; readonly jsm: JetStreamManager }, name: string, schema: S): Promise<KvStore<S>> {
+    return new KvStore(await new Kvm(conn.nc).open(name, { bindOnly: true }), conn.jsm, name, schema);
+  }
+
+  private parse(key: string, revision: number, data: () => unknown): StoreRead<z.output<S>> {
+    let json: unknown;
+    try {
+      json = data();
+    } catch {
+      return { status: "unreadable", key, revision, reason: "not JSON" };
+    }
+    const r = this.schema.safeParse(json);
+    if (!r.success) return { status: "unreadable", key, revision, reason: r.error.issues[0]?.message ?? "schema mismatch" };
+    return { status: "value", key, value: r.data, revision };
+  }
+
+  private fromStored(m: StoredMsg): StoreRead<z.output<S>> {
+    const key = m.subject.slice(this.subjectPrefix.length);
+    const op = m.header?.get("KV-Operation");
+    if (op === "DEL" || op === "PURGE") return { status: "absent", key };
+    return this.parse(key, m.seq, () => m.json());
   }
 
   /** Interpret a stored entry (from a get or a watch). */
   decode(entry: KvEntry): StoreRead<z.output<S>> {
     if (entry.operation !== "PUT") return { status: "absent", key: entry.key };
-    let json: unknown;
-    try {
-      json = entry.json();
-    } catch {
-      return { status: "unreadable", key: entry.key, revision: entry.revision, reason: "not JSON" };
-    }
-    const r = this.schema.safeParse(json);
-    if (!r.success) return { status: "unreadable", key: entry.key, revision: entry.revision, reason: r.error.issues[0]?.message ?? "schema mismatch" };
-    return { status: "value", key: entry.key, value: r.data, revision: entry.revision };
+    return this.parse(entry.key, entry.revision, () => entry.json());
   }
 
   async read(key: string): Promise<StoreRead<z.output<S>>> {
@@ -134,16 +156,26 @@ export class KvStore<S extends z.ZodType> {
   }
 
   /**
-   * Keys matching `filter`. Each call creates a short-lived server consumer: for listings an
-   * operator or a model asked for, never on a per-message path (look up by exact key there).
+   * The most recently written key matching a wildcard `filter` (e.g. `*.*.<taskId>`), read with
+   * one direct get of the last message on the filter subject: an exact lookup when the filter can
+   * match one key only.
    */
-  async keys(filter = ">"): Promise<string[]> {
-    const out: string[] = [];
-    for await (const k of await this.kv.keys(filter)) out.push(k);
-    return out;
+  async findLatest(filter: string): Promise<StoreRead<z.output<S>>> {
+    const m = await this.jsm.direct.getMessage(this.stream, { last_by_subj: `${this.subjectPrefix}${filter}` });
+    return m === null ? { status: "absent", key: filter } : this.fromStored(m);
   }
 
-  /** Every readable value whose key matches `filter` (a listing: see `keys`). Unreadable records are skipped. */
+  /**
+   * Keys with a stored entry matching `filter`, from the stream's subject list (one stream-info
+   * request, paged by the client for large lists). A key whose last entry is a delete marker is
+   * listed too: `values()` skips those.
+   */
+  async keys(filter = ">"): Promise<string[]> {
+    const info = await this.jsm.streams.info(this.stream, { subjects_filter: `${this.subjectPrefix}${filter}` });
+    return Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(this.subjectPrefix.length));
+  }
+
+  /** Every readable value whose key matches `filter` (one read per key). Unreadable and deleted records are skipped. */
   async values(filter = ">"): Promise<Stored<z.output<S>>[]> {
     const out: Stored<z.output<S>>[] = [];
     for (const key of await this.keys(filter)) {
