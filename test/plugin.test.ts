@@ -15,22 +15,76 @@ afterAll(async () => {
   await server.dispose();
 });
 
+type BeforeToolCall = HookHandlers["before_tool_call"];
+type Handler = { run: (...args: never[]) => unknown; priority: number };
+
+/**
+ * OpenClaw's contract for before_tool_call handlers (docs: plugins/hooks/tool-policy): they run one
+ * after another, higher priority first; a block ends the chain; each sees the original params and
+ * the last returned params win.
+ */
+function runToolCallGate(handlers: readonly Handler[]): BeforeToolCall {
+  return async (event, ctx) => {
+    let params: Record<string, unknown> | undefined;
+    for (const h of handlers) {
+      const r = await (h.run as BeforeToolCall)({ ...event, params: { ...event.params } }, ctx);
+      if (!r) continue;
+      if (r.block === true) return { block: true, ...(r.blockReason !== undefined && { blockReason: r.blockReason }) };
+      if (r.params) params = r.params;
+    }
+    return params ? { params } : undefined;
+  };
+}
+
 /** A stand-in for OpenClaw's registration API that records what the plugin registers. */
-function fakeApi(pluginConfig: Record<string, unknown>, registrationMode: PluginApi["registrationMode"] = "full") {
+function fakeApi(
+  pluginConfig: Record<string, unknown>,
+  registrationMode: PluginApi["registrationMode"] = "full",
+  host: { transcripts?: Record<string, unknown[]> } = {},
+) {
   const tools = new Map<string, (ctx: ToolFactoryContext) => HostTool | null>();
-  const hooks = new Map<string, (...args: never[]) => unknown>();
+  const hooks = new Map<string, Handler[]>();
   const services: { id: string; start(ctx: unknown): unknown; stop?(ctx: unknown): unknown }[] = [];
   const logs: string[] = [];
+  const logWaiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
+  const log = (line: string) => {
+    logs.push(line);
+    for (const w of logWaiters.filter((x) => x.pattern.test(line))) {
+      logWaiters.splice(logWaiters.indexOf(w), 1);
+      w.resolve(line);
+    }
+  };
   const api: PluginApi = {
     registrationMode,
     pluginConfig,
-    logger: { info: (m) => logs.push(`info ${m}`), warn: (m) => logs.push(`warn ${m}`), error: (m) => logs.push(`error ${m}`) },
+    logger: { info: (m) => log(`info ${m}`), warn: (m) => log(`warn ${m}`), error: (m) => log(`error ${m}`) },
+    runtime: {
+      subagent: { getSessionMessages: async ({ sessionKey }) => ({ messages: host.transcripts?.[sessionKey] ?? [] }) },
+    },
     registerTool: (factory, opts) => tools.set(opts.name, factory),
     registerService: (s) => services.push(s),
-    on: (name, handler) => hooks.set(name, handler as never),
+    on: (name, handler, opts) => {
+      const list = hooks.get(name) ?? [];
+      list.push({ run: handler as never, priority: typeof opts?.priority === "number" ? opts.priority : 0 });
+      list.sort((a, b) => b.priority - a.priority);
+      hooks.set(name, list);
+    },
   };
-  const hook = <K extends keyof HookHandlers>(name: K) => hooks.get(name) as HookHandlers[K];
-  return { api, tools, hooks, hook, services, logs };
+  const hook = <K extends keyof HookHandlers>(name: K): HookHandlers[K] => {
+    const list = hooks.get(name) ?? [];
+    if (name === "before_tool_call") return runToolCallGate(list) as HookHandlers[K];
+    // The plugin registers every other hook once; a second handler would need its merge rule modelled here.
+    if (list.length !== 1) throw new Error(`expected one ${name} handler, found ${list.length}`);
+    return list[0]!.run as HookHandlers[K];
+  };
+  /** Resolves with the first log line (already written or still to come) that matches. */
+  const logged = (pattern: RegExp) =>
+    new Promise<string>((resolve) => {
+      const seen = logs.find((l) => pattern.test(l));
+      if (seen !== undefined) resolve(seen);
+      else logWaiters.push({ pattern, resolve });
+    });
+  return { api, tools, hooks, hook, services, logs, logged };
 }
 
 describe("OpenClaw plugin", () => {
