@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { registerClawmesh } from "../src/openclaw/register.js";
+import { PendingCompletions } from "../src/openclaw/pending-completions.js";
+import { MeshUnavailableError } from "../src/openclaw/runtime.js";
+import { InvalidAddressError } from "../src/errors.js";
 import { pluginConfigJsonSchema } from "../src/openclaw/config.js";
 import type { HookHandlers, HostTool, PluginApi, ToolFactoryContext } from "../src/openclaw/host-types.js";
 import { meshTools, type Mesh } from "../src/index.js";
@@ -170,6 +173,69 @@ describe("OpenClaw plugin", () => {
     expect(second).toMatchObject({ block: true });
     expect((second as { blockReason: string }).blockReason).toContain('A session already works on "april-audit": agent:main:subagent:c1 (resumable)');
     await runtime.stop();
+  });
+
+  it("delivers a child's completion that ended while NATS was down once the connection is back, exactly once", async () => {
+    const prefix = uniquePrefix();
+    const parent = "agent:main:main";
+    const child = "agent:main:subagent:c1";
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix }, "full", { transcripts: { [child]: [{ role: "assistant", content: "the answer is 42" }] } });
+    const runtime = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    await f.hook("subagent_spawned")({ childSessionKey: child, label: "calc" }, { requesterSessionKey: parent });
+
+    await server.kill();
+    await f.logged(/^warn clawmesh: lost the NATS connection/);
+    // The child ends (and OpenClaw reports it a second time) while nothing can be published.
+    await f.hook("subagent_ended")({ targetSessionKey: child, outcome: "ok" }, { requesterSessionKey: parent });
+    await f.hook("subagent_ended")({ targetSessionKey: child, outcome: "ok" }, { requesterSessionKey: parent });
+    expect(runtime.childCompletions.size).toBe(1);
+    expect(f.logs.filter((l) => l.startsWith(`warn clawmesh: could not publish the completion of ${child}`))).toHaveLength(1);
+    expect(f.logs.filter((l) => l.includes("the answer is 42"))).toEqual([]);
+
+    await server.restart();
+    await runtime.childCompletions.whenEmpty();
+    expect(f.logs.some((l) => l.startsWith(`info clawmesh: published the completion of ${child} for ${parent}`))).toBe(true);
+
+    const mesh = await runtime.meshOrThrow();
+    const inbox = await mesh.ctx.jsm.streams.info(mesh.ctx.names.inboxStream("gw1"));
+    expect(inbox.state.messages).toBe(1);
+    const shown = await f.hook("before_prompt_build")({}, { sessionKey: parent });
+    expect(shown?.prependContext?.split("the answer is 42")).toHaveLength(2);
+    expect(shown?.prependContext).toContain(`completed by ${child} @gw1`);
+    expect(await f.hook("before_prompt_build")({}, { sessionKey: parent })).toBeUndefined();
+    await runtime.stop();
+  });
+
+  it("retries a kept completion on a timer until it is published, and names at stop what could not be", async () => {
+    const logs: string[] = [];
+    const logger = { info: (m: string) => logs.push(`info ${m}`), warn: (m: string) => logs.push(`warn ${m}`), error: (m: string) => logs.push(`error ${m}`) };
+    const attempts: string[] = [];
+    let failuresLeft = 3;
+    const queue = new PendingCompletions(
+      async (c) => {
+        attempts.push(c.child);
+        if (failuresLeft-- > 0) throw new MeshUnavailableError("connection lost, reconnecting");
+      },
+      logger,
+      { firstMs: 5, maxMs: 20 },
+    );
+    await queue.submit({ parent: "agent:main:main", child: "agent:main:subagent:a", state: "completed", result: "done" });
+    expect(queue.size).toBe(1);
+    await queue.whenEmpty();
+    expect(attempts).toEqual(Array(4).fill("agent:main:subagent:a"));
+    expect(logs.at(-1)).toMatch(/^info clawmesh: published the completion of agent:main:subagent:a for agent:main:main \(attempt 4\)/);
+
+    const never = new PendingCompletions(async () => Promise.reject(new MeshUnavailableError("connection closed")), logger, { firstMs: 60_000, maxMs: 60_000 });
+    await never.submit({ parent: "agent:main:main", child: "agent:main:subagent:b", state: "failed", error: "boom" });
+    await never.stop({ lastTry: true });
+    expect(never.size).toBe(0);
+    expect(logs.at(-1)).toBe("error clawmesh: stopping with 1 child completion(s) never published; they are lost: agent:main:subagent:b (for agent:main:main)");
+
+    const unpublishable = new PendingCompletions(async () => Promise.reject(new InvalidAddressError("nope", "not a session key")), logger);
+    await unpublishable.submit({ parent: "agent:main:main", child: "nope", state: "completed", result: "x" });
+    expect(unpublishable.size).toBe(0);
+    expect(logs.at(-1)).toMatch(/^error clawmesh: the completion of nope for agent:main:main cannot be published and is dropped \(invalid_address:/);
   });
 
   it("gives the model a clear error when NATS is down, and keeps going", async () => {

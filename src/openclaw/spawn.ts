@@ -1,7 +1,7 @@
 /**
  * OpenClaw's sessions_spawn, reported through the mesh: a labelled spawn is idempotent by its label,
  * the child is registered as working for its parent, and its end (with its last reply) lands in the
- * parent's inbox as a task completion. The native announce is switched off so a result is never
+ * parent's inbox as a task completion, retried until it is published (runtime.reportChildEnd). The native announce is switched off so a result is never
  * delivered twice.
  */
 import { sessionKeyOf } from "../address/index.js";
@@ -34,10 +34,17 @@ export function install(api: PluginApi, runtime: MeshRuntime, config: PluginConf
     if (event.toolName !== "sessions_spawn") return undefined;
     const label = typeof event.params.label === "string" ? event.params.label.trim() : "";
     if (label && ctx.agentId) {
-      // A labelled spawn is idempotent by its label: a live session already on it is reused.
-      const mesh = await runtime.meshOrThrow().catch(() => undefined);
+      // A labelled spawn is idempotent by its label: a live session already on it is reused. The
+      // check is best effort: with the bus away the spawn goes ahead (a failing handler here would
+      // block it, since OpenClaw fails before_tool_call closed).
       const agent = typeof event.params.agentId === "string" ? event.params.agentId : ctx.agentId;
-      const existing = await mesh?.sessionForTaskKey(label, agent);
+      const existing = await runtime
+        .meshOrThrow()
+        .then((mesh) => mesh.sessionForTaskKey(label, agent))
+        .catch((err: unknown) => {
+          api.logger.warn(`clawmesh: could not check whether a session already works on label "${label}"; spawning anyway: ${String(err)}`);
+          return undefined;
+        });
       if (existing) {
         return {
           block: true,
@@ -52,20 +59,27 @@ export function install(api: PluginApi, runtime: MeshRuntime, config: PluginConf
     return { params: { ...event.params, completionTarget: undefined, expectsCompletionMessage: false } };
   });
 
+  // Best effort: a child missed here is still registered when its completion is published (only a
+  // label claim is lost).
   api.on("subagent_spawned", async (event, ctx) => {
     const mesh = await runtime.meshOrThrow().catch(() => undefined);
-    if (event.label?.trim()) await mesh?.claimTaskKey(event.label.trim(), event.childSessionKey);
-    if (!ctx.requesterSessionKey || !routed) return;
-    await mesh?.registerChildSession({ parent: ctx.requesterSessionKey, child: event.childSessionKey, ...(event.label && { title: event.label }) });
+    if (!mesh) return;
+    try {
+      if (event.label?.trim()) await mesh.claimTaskKey(event.label.trim(), event.childSessionKey);
+      if (!ctx.requesterSessionKey || !routed) return;
+      await mesh.registerChildSession({ parent: ctx.requesterSessionKey, child: event.childSessionKey, ...(event.label && { title: event.label }) });
+    } catch (err) {
+      api.logger.warn(`clawmesh: could not record the spawn of ${event.childSessionKey}: ${String(err)}`);
+    }
   });
 
   api.on("subagent_ended", async (event, ctx) => {
     if (!ctx.requesterSessionKey || !routed) return;
-    const mesh = await runtime.meshOrThrow().catch(() => undefined);
-    if (!mesh) return;
     const ok = event.outcome === undefined || event.outcome === "ok";
     const reply = ok ? await lastAssistantText(api, event.targetSessionKey) : undefined;
-    await mesh.finishChildSession({
+    // With the native announce off this is the parent's only news of the child: one that cannot be
+    // published now (connection down or reconnecting) is kept and retried by the runtime.
+    await runtime.reportChildEnd({
       parent: ctx.requesterSessionKey,
       child: event.targetSessionKey,
       state: ok ? "completed" : "failed",
