@@ -238,6 +238,44 @@ describe("OpenClaw plugin", () => {
     expect(logs.at(-1)).toMatch(/^error clawmesh: the completion of nope for agent:main:main cannot be published and is dropped \(invalid_address:/);
   });
 
+  it("routes sessions_send through the mesh when configured and tells the model it was sent there", async () => {
+    const prefix = uniquePrefix();
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix, routeSessionsSend: true });
+    const runtime = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    const out = await f.hook("before_tool_call")({ toolName: "sessions_send", params: { sessionKey: "agent:other:main", message: "status?" } }, { sessionKey: "agent:main:main" });
+    expect(out).toMatchObject({ block: true });
+    expect(out?.blockReason).toMatch(/^Sent through clawmesh \(on this gateway sessions_send goes through clawmesh; the native sessions_send did not run\)\. Message delivered to the inbox of /);
+    const recipient = await runtime.runFor("agent:other:main");
+    const batch = await recipient.take();
+    expect(batch.messages.map((m) => m.body)).toEqual(["status?"]);
+    await batch.confirm();
+    await runtime.stop();
+  });
+
+  it("does not claim a routed sessions_send went through when the bus is unreachable or the send is refused", async () => {
+    const down = fakeApi({ instance: "gw1", servers: "nats://127.0.0.1:1", prefix: uniquePrefix(), routeSessionsSend: true });
+    const downRuntime = registerClawmesh(down.api)!;
+    const unreachable = await down.hook("before_tool_call")({ toolName: "sessions_send", params: { sessionKey: "agent:other:main", message: "hi" } }, { sessionKey: "agent:main:main" });
+    expect(unreachable).toMatchObject({ block: true });
+    expect(unreachable?.blockReason).toMatch(/^Nothing was sent: .* the clawmesh message bus is unreachable right now\./);
+    expect(unreachable?.blockReason).not.toMatch(/Sent through|Routed through|delivered/i);
+    await downRuntime.stop();
+
+    const prefix = uniquePrefix();
+    const up = fakeApi({ instance: "gw1", servers: server.url, prefix, routeSessionsSend: true });
+    const runtime = registerClawmesh(up.api)!;
+    await up.services[0]!.start({});
+    const refused = await up.hook("before_tool_call")({ toolName: "sessions_send", params: { sessionKey: "not a session key", message: "hi" } }, { sessionKey: "agent:main:main" });
+    expect(refused?.blockReason).toMatch(/^Nothing was sent: .* clawmesh refused this send \(invalid_address\): invalid session address/);
+    const byLabel = await up.hook("before_tool_call")({ toolName: "sessions_send", params: { label: "april-audit", message: "hi" } }, { sessionKey: "agent:main:main" });
+    expect(byLabel?.blockReason).toMatch(/^Nothing was sent: .*\(invalid_parameters\): a sessions_send by label cannot be routed/);
+    const mesh = await runtime.meshOrThrow();
+    expect((await mesh.ctx.jsm.streams.info(mesh.ctx.names.inboxStream("gw1"))).state.messages).toBe(0);
+    expect(up.logs.filter((l) => l.startsWith("warn clawmesh: a sessions_send from agent:main:main was not routed"))).toHaveLength(2);
+    await runtime.stop();
+  });
+
   it("gives the model a clear error when NATS is down, and keeps going", async () => {
     const f = fakeApi({ instance: "gw1", servers: "nats://127.0.0.1:1", prefix: uniquePrefix() });
     const runtime = registerClawmesh(f.api)!;
