@@ -1,8 +1,8 @@
 /**
  * OpenClaw's sessions_spawn, reported through the mesh: a labelled spawn is idempotent by its label,
  * the child is registered as working for its parent, and its end (with its last reply) lands in the
- * parent's inbox as a task completion, retried until it is published (runtime.reportChildEnd). The native announce is switched off so a result is never
- * delivered twice.
+ * parent's inbox as a task completion, retried until it is published (runtime.reportChildEnd). The
+ * native announce is switched off so a result is never delivered twice.
  */
 import { sessionKeyOf } from "../address/index.js";
 import type { PluginConfig } from "./config.js";
