@@ -1,11 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { registerClawmesh } from "../src/openclaw/register.js";
+import { PendingCompletions } from "../src/openclaw/pending-completions.js";
+import { MeshUnavailableError } from "../src/openclaw/runtime.js";
+import { InvalidAddressError } from "../src/errors.js";
 import { pluginConfigJsonSchema } from "../src/openclaw/config.js";
 import type { HookHandlers, HostTool, PluginApi, ToolFactoryContext } from "../src/openclaw/host-types.js";
 import { meshTools, type Mesh } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
+import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -16,22 +19,76 @@ afterAll(async () => {
   await server.dispose();
 });
 
+type BeforeToolCall = HookHandlers["before_tool_call"];
+type Handler = { run: (...args: never[]) => unknown; priority: number };
+
+/**
+ * OpenClaw's contract for before_tool_call handlers (docs: plugins/hooks/tool-policy): they run one
+ * after another, higher priority first; a block ends the chain; each sees the original params and
+ * the last returned params win.
+ */
+function runToolCallGate(handlers: readonly Handler[]): BeforeToolCall {
+  return async (event, ctx) => {
+    let params: Record<string, unknown> | undefined;
+    for (const h of handlers) {
+      const r = await (h.run as BeforeToolCall)({ ...event, params: { ...event.params } }, ctx);
+      if (!r) continue;
+      if (r.block === true) return { block: true, ...(r.blockReason !== undefined && { blockReason: r.blockReason }) };
+      if (r.params) params = r.params;
+    }
+    return params ? { params } : undefined;
+  };
+}
+
 /** A stand-in for OpenClaw's registration API that records what the plugin registers. */
-function fakeApi(pluginConfig: Record<string, unknown>, registrationMode: PluginApi["registrationMode"] = "full") {
+function fakeApi(
+  pluginConfig: Record<string, unknown>,
+  registrationMode: PluginApi["registrationMode"] = "full",
+  host: { transcripts?: Record<string, unknown[]> } = {},
+) {
   const tools = new Map<string, (ctx: ToolFactoryContext) => HostTool | null>();
-  const hooks = new Map<string, (...args: never[]) => unknown>();
+  const hooks = new Map<string, Handler[]>();
   const services: { id: string; start(ctx: unknown): unknown; stop?(ctx: unknown): unknown }[] = [];
   const logs: string[] = [];
+  const logWaiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
+  const log = (line: string) => {
+    logs.push(line);
+    for (const w of logWaiters.filter((x) => x.pattern.test(line))) {
+      logWaiters.splice(logWaiters.indexOf(w), 1);
+      w.resolve(line);
+    }
+  };
   const api: PluginApi = {
     registrationMode,
     pluginConfig,
-    logger: { info: (m) => logs.push(`info ${m}`), warn: (m) => logs.push(`warn ${m}`), error: (m) => logs.push(`error ${m}`) },
+    logger: { info: (m) => log(`info ${m}`), warn: (m) => log(`warn ${m}`), error: (m) => log(`error ${m}`) },
+    runtime: {
+      subagent: { getSessionMessages: async ({ sessionKey }) => ({ messages: host.transcripts?.[sessionKey] ?? [] }) },
+    },
     registerTool: (factory, opts) => tools.set(opts.name, factory),
     registerService: (s) => services.push(s),
-    on: (name, handler) => hooks.set(name, handler as never),
+    on: (name, handler, opts) => {
+      const list = hooks.get(name) ?? [];
+      list.push({ run: handler as never, priority: typeof opts?.priority === "number" ? opts.priority : 0 });
+      list.sort((a, b) => b.priority - a.priority);
+      hooks.set(name, list);
+    },
   };
-  const hook = <K extends keyof HookHandlers>(name: K) => hooks.get(name) as HookHandlers[K];
-  return { api, tools, hooks, hook, services, logs };
+  const hook = <K extends keyof HookHandlers>(name: K): HookHandlers[K] => {
+    const list = hooks.get(name) ?? [];
+    if (name === "before_tool_call") return runToolCallGate(list) as HookHandlers[K];
+    // The plugin registers every other hook once; a second handler would need its merge rule modelled here.
+    if (list.length !== 1) throw new Error(`expected one ${name} handler, found ${list.length}`);
+    return list[0]!.run as HookHandlers[K];
+  };
+  /** Resolves with the first log line (already written or still to come) that matches. */
+  const logged = (pattern: RegExp) =>
+    new Promise<string>((resolve) => {
+      const seen = logs.find((l) => pattern.test(l));
+      if (seen !== undefined) resolve(seen);
+      else logWaiters.push({ pattern, resolve });
+    });
+  return { api, tools, hooks, hook, services, logs, logged };
 }
 
 describe("OpenClaw plugin", () => {
@@ -116,6 +173,104 @@ describe("OpenClaw plugin", () => {
     const second = await f.hook("before_tool_call")({ toolName: "sessions_spawn", params: { task: "audit again", label: "april-audit" } }, ctx);
     expect(second).toMatchObject({ block: true });
     expect((second as { blockReason: string }).blockReason).toContain('A session already works on "april-audit": agent:main:subagent:c1 (resumable)');
+    await runtime.stop();
+  });
+
+  it("delivers a child's completion that ended while NATS was down once the connection is back, exactly once", async () => {
+    const prefix = uniquePrefix();
+    const parent = "agent:main:main";
+    const child = "agent:main:subagent:c1";
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix }, "full", { transcripts: { [child]: [{ role: "assistant", content: "the answer is 42" }] } });
+    const runtime = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    await f.hook("subagent_spawned")({ childSessionKey: child, label: "calc" }, { requesterSessionKey: parent });
+
+    await server.kill();
+    await f.logged(/^warn clawmesh: lost the NATS connection/);
+    // The child ends (and OpenClaw reports it a second time) while nothing can be published.
+    await f.hook("subagent_ended")({ targetSessionKey: child, outcome: "ok" }, { requesterSessionKey: parent });
+    await f.hook("subagent_ended")({ targetSessionKey: child, outcome: "ok" }, { requesterSessionKey: parent });
+    expect(runtime.childCompletions.size).toBe(1);
+    expect(f.logs.filter((l) => l.startsWith(`warn clawmesh: could not publish the completion of ${child}`))).toHaveLength(1);
+    expect(f.logs.filter((l) => l.includes("the answer is 42"))).toEqual([]);
+
+    await server.restart();
+    await runtime.childCompletions.whenEmpty();
+    expect(f.logs.some((l) => l.startsWith(`info clawmesh: published the completion of ${child} for ${parent}`))).toBe(true);
+
+    expect(await (await inspect(server, prefix)).storedInbox("gw1")).toBe(1);
+    const shown = await f.hook("before_prompt_build")({}, { sessionKey: parent });
+    expect(shown?.prependContext?.split("the answer is 42")).toHaveLength(2);
+    expect(shown?.prependContext).toContain(`completed by ${child} @gw1`);
+    expect(await f.hook("before_prompt_build")({}, { sessionKey: parent })).toBeUndefined();
+    await runtime.stop();
+  });
+
+  it("retries a kept completion on a timer until it is published, and names at stop what could not be", async () => {
+    const logs: string[] = [];
+    const logger = { info: (m: string) => logs.push(`info ${m}`), warn: (m: string) => logs.push(`warn ${m}`), error: (m: string) => logs.push(`error ${m}`) };
+    const attempts: string[] = [];
+    let failuresLeft = 3;
+    const queue = new PendingCompletions(
+      async (c) => {
+        attempts.push(c.child);
+        if (failuresLeft-- > 0) throw new MeshUnavailableError("connection lost, reconnecting");
+      },
+      logger,
+      { firstMs: 5, maxMs: 20 },
+    );
+    await queue.submit({ parent: "agent:main:main", child: "agent:main:subagent:a", state: "completed", result: "done" });
+    expect(queue.size).toBe(1);
+    await queue.whenEmpty();
+    expect(attempts).toEqual(Array(4).fill("agent:main:subagent:a"));
+    expect(logs.at(-1)).toMatch(/^info clawmesh: published the completion of agent:main:subagent:a for agent:main:main \(attempt 4\)/);
+
+    const never = new PendingCompletions(async () => Promise.reject(new MeshUnavailableError("connection closed")), logger, { firstMs: 60_000, maxMs: 60_000 });
+    await never.submit({ parent: "agent:main:main", child: "agent:main:subagent:b", state: "failed", error: "boom" });
+    await never.stop({ lastTry: true });
+    expect(never.size).toBe(0);
+    expect(logs.at(-1)).toBe("error clawmesh: stopping with 1 child completion(s) never published; they are lost: agent:main:subagent:b (for agent:main:main)");
+
+    const unpublishable = new PendingCompletions(async () => Promise.reject(new InvalidAddressError("nope", "not a session key")), logger);
+    await unpublishable.submit({ parent: "agent:main:main", child: "nope", state: "completed", result: "x" });
+    expect(unpublishable.size).toBe(0);
+    expect(logs.at(-1)).toMatch(/^error clawmesh: the completion of nope for agent:main:main cannot be published and is dropped \(invalid_address:/);
+  });
+
+  it("routes sessions_send through the mesh when configured and tells the model it was sent there", async () => {
+    const prefix = uniquePrefix();
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix, routeSessionsSend: true });
+    const runtime = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    const out = await f.hook("before_tool_call")({ toolName: "sessions_send", params: { sessionKey: "agent:other:main", message: "status?" } }, { sessionKey: "agent:main:main" });
+    expect(out).toMatchObject({ block: true });
+    expect(out?.blockReason).toMatch(/^Sent through clawmesh \(on this gateway sessions_send goes through clawmesh; the native sessions_send did not run\)\. Message delivered to the inbox of /);
+    const recipient = await runtime.runFor("agent:other:main");
+    const batch = await recipient.take();
+    expect(batch.messages.map((m) => m.body)).toEqual(["status?"]);
+    await batch.confirm();
+    await runtime.stop();
+  });
+
+  it("does not claim a routed sessions_send went through when the bus is unreachable or the send is refused", async () => {
+    const down = fakeApi({ instance: "gw1", servers: "nats://127.0.0.1:1", prefix: uniquePrefix(), routeSessionsSend: true });
+    const downRuntime = registerClawmesh(down.api)!;
+    const unreachable = await down.hook("before_tool_call")({ toolName: "sessions_send", params: { sessionKey: "agent:other:main", message: "hi" } }, { sessionKey: "agent:main:main" });
+    expect(unreachable).toMatchObject({ block: true });
+    expect(unreachable?.blockReason).toMatch(/^Nothing was sent: .* the clawmesh message bus is unreachable right now\./);
+    expect(unreachable?.blockReason).not.toMatch(/Sent through|Routed through|delivered/i);
+    await downRuntime.stop();
+
+    const prefix = uniquePrefix();
+    const up = fakeApi({ instance: "gw1", servers: server.url, prefix, routeSessionsSend: true });
+    const runtime = registerClawmesh(up.api)!;
+    await up.services[0]!.start({});
+    const refused = await up.hook("before_tool_call")({ toolName: "sessions_send", params: { sessionKey: "not a session key", message: "hi" } }, { sessionKey: "agent:main:main" });
+    expect(refused?.blockReason).toMatch(/^Nothing was sent: .* clawmesh refused this send \(invalid_address\): invalid session address/);
+    const byLabel = await up.hook("before_tool_call")({ toolName: "sessions_send", params: { label: "april-audit", message: "hi" } }, { sessionKey: "agent:main:main" });
+    expect(byLabel?.blockReason).toMatch(/^Nothing was sent: .*\(invalid_parameters\): a sessions_send by label cannot be routed/);
+    expect(await (await inspect(server, prefix)).storedInbox("gw1")).toBe(0);
+    expect(up.logs.filter((l) => l.startsWith("warn clawmesh: a sessions_send from agent:main:main was not routed"))).toHaveLength(2);
     await runtime.stop();
   });
 

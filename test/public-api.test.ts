@@ -45,6 +45,6 @@ describe("public API", () => {
   it("keeps wire internals out of the main entry and test helpers in clawmesh/testing", () => {
     const names = Object.keys(entry);
     for (const internal of ["EnvelopeSchema", "decodeEnvelope", "encodeEnvelope", "Names", "KvStore", "sendEnvelope", "LocalNatsServer"]) expect(names).not.toContain(internal);
-    expect(Object.keys(testingEntry).sort()).toEqual(["LocalNatsServer", "Latch", "MeshInspector", "TestCluster", "startTestServer", "uniquePrefix"].sort());
+    expect(Object.keys(testingEntry).sort()).toEqual(["LocalNatsServer", "Latch", "MeshInspector", "TcpProxy", "TestCluster", "startTestServer", "uniquePrefix"].sort());
   });
 });

@@ -2,7 +2,8 @@
  * `clawmesh/openclaw`: the OpenClaw plugin's parts for hosts and tests that wire it themselves.
  * OpenClaw itself loads the plugin entry (`openclaw.extensions`, dist/openclaw/plugin.js).
  */
-export { PLUGIN_ID, registerClawmesh, surfacePending } from "./register.js";
+export { PLUGIN_ID, registerClawmesh } from "./register.js";
+export { surfacePending } from "./surfacing.js";
 export { PluginConfigSchema, pluginConfigJsonSchema, type PluginConfig } from "./config.js";
 export { MeshRuntime, MeshUnavailableError } from "./runtime.js";
 export type { PluginApi, HostTool, ToolFactoryContext, HookHandlers } from "./host-types.js";

@@ -1,6 +1,7 @@
 /**
- * What the plugin holds inside one gateway process: one NATS connection (a Mesh) and the open run
- * of every session that is mid-turn. Tools and hooks reach the mesh only through here.
+ * What the plugin holds inside one gateway process: one NATS connection (a Mesh), the open run of
+ * every session that is mid-turn, and the children's completions still waiting to be published.
+ * Tools and hooks reach the mesh through here (spawn.ts also asks it about task keys and children).
  */
 import { readFileSync } from "node:fs";
 import { credsAuthenticator } from "@nats-io/transport-node";
@@ -10,6 +11,7 @@ import type { MeshSession } from "../session/index.js";
 import type { TurnOutcome } from "../wire/index.js";
 import type { PluginConfig } from "./config.js";
 import type { HostLogger } from "./host-types.js";
+import { PendingCompletions, type ChildCompletion } from "./pending-completions.js";
 
 export class MeshUnavailableError extends MeshError {
   constructor(detail: string) {
@@ -22,11 +24,15 @@ export class MeshRuntime {
   private connecting: Promise<Mesh> | undefined;
   private lastError = "not connected yet";
   private readonly runs = new Map<string, Promise<MeshSession>>();
+  /** Children's completions that could not be published yet; retried until they are. */
+  readonly childCompletions: PendingCompletions;
 
   constructor(
     readonly config: PluginConfig,
     private readonly logger: HostLogger,
-  ) {}
+  ) {
+    this.childCompletions = new PendingCompletions((c) => this.publishChildEnd(c), logger);
+  }
 
   /** Connect (service start). A failure is logged clearly and retried on the next use. */
   async start(): Promise<void> {
@@ -56,6 +62,7 @@ export class MeshRuntime {
         this.connected = true;
         this.logger.info(`clawmesh: connected to NATS as instance ${this.config.instance}`);
         void this.followStatus(m);
+        this.childCompletions.retryNow();
         return m;
       })
       .catch((err: unknown) => {
@@ -80,6 +87,7 @@ export class MeshRuntime {
       } else if (s.type === "reconnect") {
         this.connected = true;
         this.logger.info(`clawmesh: reconnected to NATS`);
+        this.childCompletions.retryNow();
       }
     }
   }
@@ -109,6 +117,33 @@ export class MeshRuntime {
     return run;
   }
 
+  /**
+   * Report that a child session ended. When it cannot be published right now (the connection is
+   * down or reconnecting), it is kept and retried until it is; this resolves either way.
+   */
+  async reportChildEnd(c: ChildCompletion): Promise<void> {
+    await this.childCompletions.submit(c);
+  }
+
+  private async publishChildEnd(c: ChildCompletion): Promise<void> {
+    const mesh = await this.meshOrThrow();
+    let out;
+    try {
+      out = await mesh.tasks.finishChild({
+        parent: c.parent,
+        child: c.child,
+        state: c.state,
+        ...(c.result !== undefined && { result: c.result }),
+        ...(c.error !== undefined && { error: c.error }),
+      });
+    } catch (err) {
+      throw this.explain(err);
+    }
+    if (out.outcome === "conflict") {
+      this.logger.info(`clawmesh: ${c.child} had already ended as ${out.record.state}; the mesh keeps that first outcome`);
+    }
+  }
+
   hasRun(sessionKey: string): boolean {
     return this.runs.has(sessionKey);
   }
@@ -127,7 +162,10 @@ export class MeshRuntime {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const key of [...this.runs.keys()]) await this.endRun(key).catch(() => undefined);
+    // Best effort: no new connection is opened just for this.
+    await this.childCompletions.stop({ lastTry: this.connected && this.mesh !== undefined });
     await this.mesh?.close();
     this.mesh = undefined;
+    this.connected = false;
   }
 }

@@ -8,3 +8,4 @@ export { TestCluster } from "./cluster.js";
 export { Latch } from "./latch.js";
 export { uniquePrefix } from "./prefix.js";
 export { MeshInspector } from "./inspector.js";
+export { TcpProxy } from "./tcp-proxy.js";
