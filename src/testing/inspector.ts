@@ -37,16 +37,25 @@ export class MeshInspector {
     return this.jsm.consumers.info(this.names.inboxStream(session.instance), this.names.sessionConsumer(session)).catch(() => undefined);
   }
 
+  /** Server consumers on every stream under this inspector's prefix (durables and ordered ones alike). */
+  async consumerCount(): Promise<number> {
+    let count = 0;
+    for (const name of await this.streamNames()) count += (await this.jsm.streams.info(name)).state.consumer_count;
+    return count;
+  }
+
+  private async streamNames(): Promise<string[]> {
+    const p = this.names.prefix;
+    const out: string[] = [];
+    for await (const name of this.jsm.streams.names()) if (name.startsWith(`${p}_`) || name.startsWith(`KV_${p}_`)) out.push(name);
+    return out;
+  }
+
   /** Delete every stream (inboxes, parked, seen, KV buckets) under this inspector's prefix. */
   async removePrefix(): Promise<number> {
-    const p = this.names.prefix;
-    let removed = 0;
-    for await (const name of this.jsm.streams.names()) {
-      if (!name.startsWith(`${p}_`) && !name.startsWith(`KV_${p}_`)) continue;
-      await this.jsm.streams.delete(name).catch(() => undefined);
-      removed++;
-    }
-    return removed;
+    const names = await this.streamNames();
+    for (const name of names) await this.jsm.streams.delete(name).catch(() => undefined);
+    return names.length;
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,56 @@
+/**
+ * Per-operation costs on the server: nothing the mesh does per message or per operation may leave
+ * (or even create) a server consumer. Sessions hold their own (a durable inbox consumer and a live
+ * watcher while a run is open); delegations, completions, watches and lookups hold none.
+ */
+import { describe, expect, it } from "vitest";
+import { inspect, uniquePrefix } from "./harness/mesh.js";
+import { useServer } from "./harness/suite.js";
+import { scriptedAgent } from "./harness/agents.js";
+import { until } from "./harness/wait.js";
+
+const suite = useServer();
+
+describe("per-operation server cost", () => {
+  it("creates no server consumer across 1,000 delegations, completions, watches and task lookups", async () => {
+    const prefix = uniquePrefix();
+    const m = await suite.mesh(prefix);
+    const boss = await m.sessions.open("agent:boss:main");
+    const worker = await scriptedAgent(m, "agent:worker:main", async (req) => ({ state: "completed", result: `done ${req.taskId}` }));
+    suite.cleanup(() => worker.stop());
+    const ins = await inspect(suite.server, prefix);
+    // Count with every session's own consumers in place; the server deletes an ordered consumer
+    // when its client goes, so anything created per operation and dropped would not show: count
+    // creations too, by the consumer-created advisory.
+    let created = 0;
+    const advisories = ins.nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.CREATED.>", { callback: () => void created++ });
+    await ins.nc.flush();
+    const before = await ins.consumerCount();
+
+    const taskIds: string[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const t = await boss.delegate({ to: m.address("agent:worker:main"), message: `job ${i}` });
+      await boss.services.watches.add(boss.address, { taskId: t.taskId }, ["completed"]);
+      taskIds.push(t.taskId);
+    }
+    const r = await boss.await(taskIds.map((taskId) => ({ taskId })), { mode: "all", timeoutMs: 60_000 });
+    expect(r.done).toHaveLength(1000);
+    for (const id of taskIds.slice(0, 100)) expect(await m.tasks.get(id)).toMatchObject({ state: "completed" });
+    for (let more = true; more; ) {
+      const batch = await boss.take({ max: 1000 });
+      await batch.confirm();
+      more = batch.more;
+    }
+
+    await ins.nc.flush();
+    expect(await ins.consumerCount()).toBe(before);
+    expect(created).toBe(0);
+    // The count does see consumers: opening one more session's run creates its own.
+    const probe = await m.sessions.open("agent:probe:main");
+    await until(async () => (created > 0 ? true : undefined), "the consumer-created advisory of a new session's run");
+    expect(await ins.consumerCount()).toBeGreaterThan(before);
+    await probe.close();
+    advisories.unsubscribe();
+    await boss.close();
+  }, 120_000);
+});
