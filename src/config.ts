@@ -20,6 +20,14 @@ export const RetentionSchema = z.object({
   parkedMaxBytes: z.number().int().positive().default(64 * MIB),
   /** Size cap of the surfaced-id log. */
   seenMaxBytes: z.number().int().positive().default(64 * MIB),
+  /**
+   * Message-count caps, the limits that hold on every server version. Byte caps are applied only
+   * where the server refuses at them exactly (2.10.6+); below that a byte cap can evict an
+   * acknowledged message, so the count cap alone bounds the stream (subjects.md, "Limits").
+   */
+  maxMessages: z.number().int().positive().default(100_000),
+  parkedMaxMessages: z.number().int().positive().default(100_000),
+  seenMaxMessages: z.number().int().positive().default(1_000_000),
   /** Server-side publish dedup window (`Nats-Msg-Id`). Consumer-side dedup covers retries after it. */
   duplicateWindowMs: z.number().int().positive().default(2 * 60 * 1000),
   /** How long parked (undeliverable) messages are kept for an operator. */

@@ -15,7 +15,7 @@ export class AdminClient {
   async provision(instance: string = this.core.instance): Promise<void> {
     assertInstanceId(instance);
     const ctx = this.core.ctx;
-    await provisionInstance(ctx.nc, ctx.jsm, ctx.names, instance, ctx.config.retention, ctx.messageLimit);
+    await provisionInstance(ctx.nc, ctx.jsm, ctx.names, ctx.features, instance, ctx.config.retention, ctx.messageLimit);
     await ensureTaskBucket(ctx);
     await ensureSessionBucket(ctx);
     await ensureDirectoryBucket(ctx);

@@ -9,6 +9,12 @@ const REQUIREMENTS = {
   metadata: "2.10.0",
   /** `+TERM <reason>` is honoured; before it, a term with a reason is ignored and the message returns. */
   termReason: "2.10.4",
+  /**
+   * `discard: new` refuses at `max_bytes` exactly. Before 2.10.6 the check ignores each record's
+   * subject and header overhead, so a publish is acknowledged and the oldest message evicted
+   * (nats-server #4771/#4772, #4775/#4802): a byte cap there is a loss risk.
+   */
+  exactByteLimit: "2.10.6",
   /** Per-message TTL (`Nats-TTL`); before it the header is accepted and does nothing. */
   messageTtl: "2.11.0",
 } as const;

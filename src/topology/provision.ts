@@ -16,10 +16,16 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { TopologyConflictError } from "../errors.js";
 import type { Retention } from "../config.js";
 import type { Names } from "./names.js";
+import type { ServerFeatures } from "./features.js";
 import { isNotFound, isStreamNameInUse } from "../transport/js-errors.js";
 
 /** Compared on an existing stream: the fields that decide what is kept and for how long. */
-const CHECKED_FIELDS = ["subjects", "retention", "storage", "discard", "max_age", "max_bytes", "duplicate_window", "num_replicas", "max_msg_size"] as const;
+const CHECKED_FIELDS = ["subjects", "retention", "storage", "discard", "max_age", "max_bytes", "max_msgs", "duplicate_window", "num_replicas", "max_msg_size"] as const;
+
+/** A stream's size limits for this server: the count cap always, the byte cap only where it is exact. */
+function limits(features: ServerFeatures, maxMessages: number, maxBytes: number): Pick<StreamConfig, "max_msgs" | "max_bytes"> {
+  return { max_msgs: maxMessages, max_bytes: features.supports("exactByteLimit") ? maxBytes : -1 };
+}
 
 export interface InstanceTopology {
   readonly inboxStream: string;
@@ -28,7 +34,7 @@ export interface InstanceTopology {
   readonly leaseBucket: string;
 }
 
-export function inboxStreamConfig(names: Names, instance: string, r: Retention, maxMessageBytes: number): Partial<StreamConfig> & { name: string } {
+export function inboxStreamConfig(names: Names, features: ServerFeatures, instance: string, r: Retention, maxMessageBytes: number): Partial<StreamConfig> & { name: string } {
   return {
     name: names.inboxStream(instance),
     description: `clawmesh session inboxes of instance ${instance}`,
@@ -37,8 +43,7 @@ export function inboxStreamConfig(names: Names, instance: string, r: Retention, 
     storage: StorageType.File,
     discard: DiscardPolicy.New,
     max_age: nanos(r.maxAgeMs),
-    max_bytes: r.maxBytes,
-    max_msgs: -1,
+    ...limits(features, r.maxMessages, r.maxBytes),
     max_msg_size: maxMessageBytes,
     duplicate_window: nanos(r.duplicateWindowMs),
     num_replicas: r.replicas,
@@ -47,7 +52,7 @@ export function inboxStreamConfig(names: Names, instance: string, r: Retention, 
 }
 
 /** The parked and seen streams: same shape as an inbox, their own subjects and age. */
-function sideStreamConfig(name: string, subject: string, purpose: string, maxAgeMs: number, maxBytes: number, r: Retention): Partial<StreamConfig> & { name: string } {
+function sideStreamConfig(name: string, subject: string, purpose: string, maxAgeMs: number, caps: Pick<StreamConfig, "max_msgs" | "max_bytes">, r: Retention): Partial<StreamConfig> & { name: string } {
   return {
     name,
     description: `clawmesh ${purpose}`,
@@ -56,7 +61,7 @@ function sideStreamConfig(name: string, subject: string, purpose: string, maxAge
     storage: StorageType.File,
     discard: DiscardPolicy.New,
     max_age: nanos(maxAgeMs),
-    max_bytes: maxBytes,
+    ...caps,
     duplicate_window: nanos(r.duplicateWindowMs),
     num_replicas: r.replicas,
     allow_direct: true,
@@ -92,18 +97,19 @@ export async function provisionInstance(
   nc: NatsConnection,
   jsm: JetStreamManager,
   names: Names,
+  features: ServerFeatures,
   instance: string,
   retention: Retention,
   maxMessageBytes: number,
 ): Promise<InstanceTopology> {
-  await ensureStream(jsm, inboxStreamConfig(names, instance, retention, maxMessageBytes));
+  await ensureStream(jsm, inboxStreamConfig(names, features, instance, retention, maxMessageBytes));
   await ensureStream(
     jsm,
-    sideStreamConfig(names.parkedStream(instance), names.parkedWildcard(instance), `parked (undeliverable) messages of instance ${instance}`, retention.parkedMaxAgeMs, retention.parkedMaxBytes, retention),
+    sideStreamConfig(names.parkedStream(instance), names.parkedWildcard(instance), `parked (undeliverable) messages of instance ${instance}`, retention.parkedMaxAgeMs, limits(features, retention.parkedMaxMessages, retention.parkedMaxBytes), retention),
   );
   await ensureStream(
     jsm,
-    sideStreamConfig(names.seenStream(instance), names.seenWildcard(instance), `record of surfaced envelope ids of instance ${instance}`, retention.seenMaxAgeMs, retention.seenMaxBytes, retention),
+    sideStreamConfig(names.seenStream(instance), names.seenWildcard(instance), `record of surfaced envelope ids of instance ${instance}`, retention.seenMaxAgeMs, limits(features, retention.seenMaxMessages, retention.seenMaxBytes), retention),
   );
   const leaseBucket = names.leaseBucket(instance);
   // Leases of sessions nobody reads any more age out with the bucket's max_age.

@@ -1,0 +1,48 @@
+/**
+ * Streams at their limits, on every supported server version: a full stream refuses new messages
+ * with a typed error and keeps every one it acknowledged. nats-server before 2.10.6 acknowledges
+ * and then evicts near a byte cap under `discard: new`; the mesh avoids the trigger there (count
+ * caps only), so acknowledged == stored == surfaced everywhere.
+ */
+import { describe, expect, it } from "vitest";
+import { StreamRefusedError } from "../src/index.js";
+import { inspect, uniquePrefix } from "./harness/mesh.js";
+import { useServer } from "./harness/suite.js";
+
+const suite = useServer();
+
+describe("streams at their limits", () => {
+  it("fills an inbox to its limit with mixed sizes: every acknowledged message is stored and surfaced once, the rest refused", async () => {
+    const prefix = uniquePrefix();
+    // Both caps set small: on 2.10.6+ the byte cap binds first; below it only the count cap exists.
+    const m = await suite.mesh(prefix, "gw1", { retention: { maxBytes: 16 * 1024, maxMessages: 40 }, maxMessageBytes: 2048 });
+    const acknowledged: string[] = [];
+    const refusals: unknown[] = [];
+    // Descending sizes: the pattern that made 2.9.10 evict under a byte cap.
+    for (let i = 0; i < 120; i++) {
+      const body = "x".repeat(Math.max(10, 1500 - i * 12));
+      await m.send({ from: "agent:a:main", to: "agent:b:main", body }).then(
+        (d) => acknowledged.push(d.id),
+        (err: unknown) => refusals.push(err),
+      );
+    }
+    expect(refusals.length).toBeGreaterThan(0);
+    for (const err of refusals) {
+      expect(err).toBeInstanceOf(StreamRefusedError);
+      expect((err as StreamRefusedError).code).toBe("stream_refused");
+    }
+    const ins = await inspect(suite.server, prefix);
+    expect(await ins.storedInbox("gw1")).toBe(acknowledged.length);
+
+    const inbox = await m.sessions.openInbox("agent:b:main");
+    const surfaced: string[] = [];
+    for (let more = true; more; ) {
+      const batch = await inbox.take({ max: 1000 });
+      surfaced.push(...batch.messages.map((x) => x.id));
+      await batch.confirm();
+      more = batch.more;
+    }
+    await inbox.close();
+    expect(surfaced).toEqual(acknowledged);
+  });
+});
