@@ -54,5 +54,6 @@ export { InvalidTaskActionError } from "./session/index.js";
 export { InvalidChannelAddressError, UnknownChannelError, AmbiguousChannelError } from "./registry/index.js";
 export { UnreadableRecordError, StoreContentionError } from "./topology/index.js";
 export { StreamRefusedError } from "./transport/ingest.js";
+export { SeenLogRefusedError } from "./inbox/seen-log.js";
 export { ForbiddenRouteError } from "./handoff/index.js";
 export { NatsServerNotFoundError } from "./server/local-server.js";

@@ -22,7 +22,7 @@ import type { MeshContext } from "../mesh-context.js";
 import { decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
 import { isNotFound } from "../transport/js-errors.js";
 import { SessionLease, type AcquireOptions } from "./lease.js";
-import { appendSeen, loadSeen, type SeenState } from "./seen-log.js";
+import { SeenLog, SeenLogRefusedError } from "./seen-log.js";
 import { park, type ParkReason } from "./parked.js";
 import { ensureSessionConsumer, MAX_BATCH } from "./session-consumer.js";
 
@@ -74,12 +74,14 @@ export class Inbox {
   private turn: Promise<unknown> = Promise.resolve();
   /** Messages the server said were pending after the last fetch (0: unknown, ask). */
   private knownPending = 0;
+  /** The last confirm failed because the seen log refused its record (redeliveries are ours, not the messages'). */
+  private seenRefused = false;
 
   private constructor(
     private readonly ctx: MeshContext,
     readonly session: SessionAddress,
     private readonly lease: SessionLease,
-    private readonly seen: SeenState,
+    private readonly seen: SeenLog,
     private consumer: Consumer,
     private readonly opts: InboxOptions,
   ) {}
@@ -87,7 +89,8 @@ export class Inbox {
   static async open(ctx: MeshContext, session: SessionAddress, opts: InboxOptions = {}): Promise<Inbox> {
     const lease = await SessionLease.acquire(ctx, session, opts);
     try {
-      const seen = await loadSeen(ctx, session);
+      // Loading the log fences it: a previous holder can record nothing more.
+      const seen = await SeenLog.open(ctx, session);
       const consumer = await ensureSessionConsumer(ctx, session, seen.through, lease.tookOver);
       return new Inbox(ctx, session, lease, seen, consumer, opts);
     } catch (err) {
@@ -157,17 +160,16 @@ export class Inbox {
   claim(id: string): Promise<boolean> {
     return this.exclusive(async () => {
       if (this.closed) throw new InboxStateError(`inbox of ${this.sessionKey} is closed`);
-      if (this.seen.ids.has(id) || this.outstanding?.holds(id)) return false;
+      if (this.seen.has(id) || this.outstanding?.holds(id)) return false;
       await this.lease.ensureHeld();
-      await appendSeen(this.ctx, this.session, [id], undefined);
-      this.seen.ids.add(id);
+      await this.seen.append([id], undefined);
       return true;
     });
   }
 
   /** True when `id` was already surfaced (shown by the inbox or claimed). */
   surfaced(id: string): boolean {
-    return this.seen.ids.has(id);
+    return this.seen.has(id);
   }
 
   /** Release any held batch and the lease. The session's messages stay stored for the next reader. */
@@ -178,20 +180,29 @@ export class Inbox {
     await this.lease.release();
   }
 
-  /** @internal */
-  async settle(held: readonly JsMsg[], ids: readonly string[]): Promise<void> {
+  /** @internal Confirm a held batch: one at a time with takes and claims, so appends stay in order. */
+  confirmBatch(held: readonly JsMsg[], ids: readonly string[]): Promise<void> {
+    return this.exclusive(() => this.settle(held, ids));
+  }
+
+  private async settle(held: readonly JsMsg[], ids: readonly string[]): Promise<void> {
     const last = held.at(-1);
     if (last === undefined) return;
     await this.lease.ensureHeld();
-    await appendSeen(this.ctx, this.session, ids, last.seq);
+    try {
+      await this.seen.append(ids, last.seq);
+      this.seenRefused = false;
+    } catch (err) {
+      // Our own refused record is no fault of the messages: they must not drift toward parking.
+      if (err instanceof SeenLogRefusedError) this.seenRefused = true;
+      throw err;
+    }
     await this.opts.onRecorded?.(ids);
     const confirmed = await last.ackAck().catch((err: unknown) => {
       this.ctx.logger.warn({ err, session: this.sessionKey, seq: last.seq }, "ack not confirmed; already-recorded messages will be skipped on redelivery");
       return false;
     });
     if (!confirmed) this.ctx.logger.warn({ session: this.sessionKey, seq: last.seq }, "ack not confirmed");
-    for (const id of ids) this.seen.ids.add(id);
-    this.seen.through = Math.max(this.seen.through, last.seq);
   }
 
   /** @internal Messages given back change what is pending: ask the server next time. */
@@ -239,7 +250,7 @@ export class Inbox {
 
   private async judge(m: JsMsg, batchIds: ReadonlySet<string>): Promise<Verdict> {
     const maxDeliveries = this.ctx.config.inbox.maxDeliveries;
-    if (m.info.deliveryCount > maxDeliveries) {
+    if (m.info.deliveryCount > maxDeliveries && !this.seenRefused) {
       return { park: "max_deliveries", detail: `delivered ${m.info.deliveryCount} times without being confirmed (limit ${maxDeliveries})` };
     }
     const decoded = decodeEnvelope(m.data, this.ctx.messageLimit);
@@ -257,7 +268,7 @@ export class Inbox {
       return { park: "recipient_mismatch", detail: "envelope is addressed to another session than its subject" };
     }
     if (env.kind !== subject.kind) return { park: "kind_mismatch", detail: `envelope kind '${env.kind}', subject kind '${subject.kind}'` };
-    if (this.seen.ids.has(env.id) || batchIds.has(env.id)) return { skip: true };
+    if (this.seen.has(env.id) || batchIds.has(env.id)) return { skip: true };
     return {
       show: {
         id: env.id,
@@ -301,8 +312,10 @@ class HeldBatch implements InboxBatch {
   async confirm(): Promise<void> {
     if (this.done) return;
     try {
-      await this.inbox.settle(this.held, this.messages.map((m) => m.id));
+      await this.inbox.confirmBatch(this.held, this.messages.map((m) => m.id));
     } catch (err) {
+      // Nothing was recorded or acknowledged: give the messages back so they are offered again.
+      await this.release();
       if (err instanceof MeshError) throw err;
       throw new MeshError("confirm_failed", `could not record surfacing (${String(err)}); the messages will be offered again`, { cause: err });
     }

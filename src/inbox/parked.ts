@@ -75,7 +75,7 @@ export async function listParked(ctx: MeshContext, instance: string, session?: S
   const subject = session ? ctx.names.parkedSubject(session) : ctx.names.parkedWildcard(instance);
   const out: ParkedMessage[] = [];
   for await (const m of readStored(ctx, ctx.names.parkedStream(instance), subject)) {
-    const h = m.headers;
+    const h = m.header;
     out.push({
       parkedSeq: m.seq,
       reason: h?.get(ParkHeaders.reason) ?? "",

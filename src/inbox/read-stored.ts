@@ -1,21 +1,18 @@
 /**
- * Read every message currently stored on a subject of a stream, oldest first, and stop: an ordered
- * consumer up to the last sequence present when reading began.
+ * Read every message currently stored on a subject (or wildcard) of a stream, oldest first, and
+ * stop: one direct get per message (`next_by_subj`), up to the last sequence present when reading
+ * began. No server consumer is created, so a listing leaves nothing behind.
  */
-import type { JsMsg } from "@nats-io/jetstream";
+import type { StoredMsg } from "@nats-io/jetstream";
 import type { MeshContext } from "../mesh-context.js";
 
-export async function* readStored(ctx: MeshContext, stream: string, subject: string): AsyncGenerator<JsMsg> {
-  const last = await ctx.jsm.streams.getMessage(stream, { last_by_subj: subject });
+export async function* readStored(ctx: MeshContext, stream: string, subject: string): AsyncGenerator<StoredMsg> {
+  const last = await ctx.jsm.direct.getMessage(stream, { last_by_subj: subject });
   if (last === null) return;
-  const reader = await ctx.js.consumers.get(stream, { filter_subjects: subject });
-  const messages = await reader.consume();
-  try {
-    for await (const m of messages) {
-      yield m;
-      if (m.seq >= last.seq) break;
-    }
-  } finally {
-    messages.stop();
+  for (let seq = 1; seq <= last.seq; ) {
+    const m = await ctx.jsm.direct.getMessage(stream, { seq, next_by_subj: subject });
+    if (m === null || m.seq > last.seq) return;
+    yield m;
+    seq = m.seq + 1;
   }
 }

@@ -1,48 +1,208 @@
 /**
- * The persistent record of what each session's model was shown: an append-only log of surfaced
- * envelope ids per session, on a stream subject of its own. It is the mesh's dedup truth: a
- * message whose envelope id is in the log is acknowledged without being shown again, however it
- * came back (redelivery after a crash, a publish retried after the server's duplicate window, a
- * consumer recreated after being reaped). Appending one record per confirmed batch (not one write
- * per message) keeps confirming cheap.
+ * A session's surfaced-id log: the mesh's dedup truth. A message whose envelope id is in it is
+ * acknowledged without being shown again, however it came back (redelivery after a crash, a
+ * publish retried after the server's duplicate window, a consumer recreated after being reaped).
+ *
+ * It lives on the session's subject of the instance's seen stream, and it does three jobs:
+ *
+ * - **Fencing.** Every write is conditional on the last record this holder knows
+ *   (`Nats-Expected-Last-Subject-Sequence`). A reader that takes a session over writes a snapshot
+ *   first, so whatever the previous holder still tries to record (say after a partition heals) is
+ *   refused by the server: that holder gets LeaseLostError and never acknowledges.
+ * - **Compaction.** A snapshot is written with a subject rollup, which removes every earlier record
+ *   of the session; after `MAX_DELTAS` deltas the next write is a snapshot again. Opening reads the
+ *   last snapshot and the deltas after it (direct gets, no consumer): bounded by what the log must
+ *   still hold, not by its history.
+ * - **Retention.** An id is kept while the inbox can still hold a copy of its message (the inbox's
+ *   `max_age` plus the duplicate window); older ids are pruned at the next snapshot.
  */
-import type { SessionAddress } from "../address/index.js";
+import type { StoredMsg } from "@nats-io/jetstream";
+import { headers } from "@nats-io/transport-node";
+import { sessionKeyOf, type SessionAddress } from "../address/index.js";
+import { LeaseLostError, MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { readStored } from "./read-stored.js";
-import { SeenRecordSchema, type SeenRecord } from "../wire/index.js";
+import { ApiCodes, apiCode, isRevisionConflict } from "../transport/js-errors.js";
+import { SeenRecordSchema, type SeenGroup } from "../wire/index.js";
 
-export interface SeenState {
-  readonly ids: Set<string>;
+/** Deltas after which the next write is a snapshot (bounds what opening a session reads). */
+export const MAX_DELTAS = 64;
+/** Attempts to fence at open while a previous holder's last writes are still landing. */
+const FENCE_ATTEMPTS = 8;
+
+/** The seen stream refused a record (it is full): nothing was recorded, nothing is acknowledged. */
+export class SeenLogRefusedError extends MeshError {
+  constructor(session: string, detail: string) {
+    super("seen_log_refused", `the surfaced-id log of ${session} refused a record (${detail}); nothing was confirmed and the messages will be offered again. Raise retention.seenMaxMessages or free the seen stream.`);
+  }
+}
+
+const decoder = new TextDecoder();
+
+export class SeenLog {
+  /** Envelope id -> when it was surfaced (epoch ms). */
+  private readonly ids = new Map<string, number>();
   /** Highest inbox stream sequence fully handled; 0 when nothing was. */
-  through: number;
-}
+  through = 0;
+  /** Sequence of the last record on the session's subject this holder knows: its fencing position. */
+  private lastSeq = 0;
+  private base = 0;
+  private deltas = 0;
+  private fenced = false;
+  private readonly subject: string;
+  private readonly stream: string;
 
-export async function loadSeen(ctx: MeshContext, session: SessionAddress): Promise<SeenState> {
-  const state: SeenState = { ids: new Set(), through: 0 };
-  for await (const m of readStored(ctx, ctx.names.seenStream(session.instance), ctx.names.seenSubject(session))) {
-    apply(state, m.data, ctx);
+  private constructor(
+    private readonly ctx: MeshContext,
+    private readonly session: SessionAddress,
+  ) {
+    this.subject = ctx.names.seenSubject(session);
+    this.stream = ctx.names.seenStream(session.instance);
   }
-  return state;
-}
 
-export async function appendSeen(ctx: MeshContext, session: SessionAddress, ids: readonly string[], through: number | undefined): Promise<void> {
-  const record: SeenRecord = { v: 1, ids: [...ids], ...(through !== undefined && { through }), at: new Date().toISOString() };
-  await ctx.js.publish(ctx.names.seenSubject(session), JSON.stringify(record), {
-    expect: { streamName: ctx.names.seenStream(session.instance) },
-  });
-}
+  /** Load the log and fence it: from now on only this holder can append. */
+  static async open(ctx: MeshContext, session: SessionAddress): Promise<SeenLog> {
+    for (let attempt = 1; ; attempt++) {
+      const log = new SeenLog(ctx, session);
+      await log.load();
+      try {
+        await log.writeSnapshot();
+        return log;
+      } catch (err) {
+        // A previous holder's record landed between our read and our fence: read again.
+        if (!(err instanceof LeaseLostError) || attempt >= FENCE_ATTEMPTS) throw err;
+      }
+    }
+  }
 
-function apply(state: SeenState, data: Uint8Array, ctx: MeshContext): void {
-  let parsed;
-  try {
-    parsed = SeenRecordSchema.safeParse(JSON.parse(new TextDecoder().decode(data)));
-  } catch {
-    parsed = undefined;
+  has(id: string): boolean {
+    return this.ids.has(id);
   }
-  if (!parsed?.success) {
-    ctx.logger.warn("skipping an unreadable surfaced-id record");
-    return;
+
+  get size(): number {
+    return this.ids.size;
   }
-  for (const id of parsed.data.ids) state.ids.add(id);
-  if (parsed.data.through !== undefined && parsed.data.through > state.through) state.through = parsed.data.through;
+
+  /**
+   * Record `ids` as surfaced (and `through` as handled). Resolves once the server stored the record.
+   * Throws LeaseLostError when another reader fenced this one out, SeenLogRefusedError when the
+   * seen stream refused the write.
+   */
+  async append(ids: readonly string[], through: number | undefined): Promise<void> {
+    const now = Date.now();
+    if (this.deltas >= MAX_DELTAS) {
+      this.apply([{ at: now, ids: [...ids] }], through);
+      await this.writeSnapshot();
+      return;
+    }
+    const seq = await this.publish({ v: 1, kind: "delta", groups: [{ at: now, ids: [...ids] }], ...(through !== undefined && { through }), base: this.base }, false);
+    this.apply([{ at: now, ids: [...ids] }], through);
+    this.lastSeq = seq;
+    this.deltas++;
+  }
+
+  private apply(groups: readonly SeenGroup[], through: number | undefined): void {
+    for (const g of groups) for (const id of g.ids) this.ids.set(id, Math.max(this.ids.get(id) ?? 0, g.at));
+    if (through !== undefined && through > this.through) this.through = through;
+  }
+
+  /** Read the last snapshot and the deltas after it. */
+  private async load(): Promise<void> {
+    const last = await this.ctx.jsm.direct.getMessage(this.stream, { last_by_subj: this.subject });
+    if (last === null) return;
+    const lastRecord = this.parse(last);
+    let cursor = lastRecord?.base ?? (lastRecord?.kind === "snapshot" && lastRecord.part === 0 ? last.seq : 1);
+    while (cursor <= last.seq) {
+      const m = cursor === last.seq ? last : await this.ctx.jsm.direct.getMessage(this.stream, { seq: cursor, next_by_subj: this.subject });
+      if (m === null || m.seq > last.seq) break;
+      const r = this.parse(m);
+      if (r?.kind === "snapshot" && r.part === 0) {
+        this.ids.clear();
+        this.base = m.seq;
+        this.deltas = 0;
+      } else if (r?.kind === "delta") {
+        this.deltas++;
+      }
+      if (r) this.apply(r.groups, r.through);
+      cursor = m.seq + 1;
+    }
+    this.lastSeq = last.seq;
+  }
+
+  private parse(m: StoredMsg) {
+    let json: unknown;
+    try {
+      json = JSON.parse(decoder.decode(m.data));
+    } catch {
+      json = undefined;
+    }
+    const r = SeenRecordSchema.safeParse(json);
+    if (r.success) return r.data;
+    this.ctx.logger.warn({ session: sessionKeyOf(this.session), seq: m.seq }, "skipping an unreadable surfaced-id record");
+    return undefined;
+  }
+
+  /** Write the whole state (pruned) as a snapshot: a rollup of the subject, fenced at `lastSeq`. */
+  private async writeSnapshot(): Promise<void> {
+    const horizon = Date.now() - this.ctx.config.retention.maxAgeMs - this.ctx.config.retention.duplicateWindowMs;
+    for (const [id, at] of this.ids) if (at < horizon) this.ids.delete(id);
+    const parts = this.snapshotParts();
+    let first = 0;
+    for (let i = 0; i < parts.length; i++) {
+      const seq = await this.publish({ v: 1, kind: "snapshot", part: i, of: parts.length, groups: parts[i]!, ...(i === 0 ? { through: this.through } : { base: first }) }, i === 0);
+      if (i === 0) first = seq;
+      this.lastSeq = seq;
+    }
+    this.base = first;
+    this.deltas = 0;
+  }
+
+  /** Ids grouped by surfacing time, split so no part comes near the server's max_payload. */
+  private snapshotParts(): SeenGroup[][] {
+    const budget = Math.max(4096, Math.floor(this.ctx.serverMaxPayload / 4));
+    const byTime = new Map<number, string[]>();
+    for (const [id, at] of this.ids) {
+      // Minute resolution is plenty for pruning by days.
+      const minute = at - (at % 60_000);
+      const list = byTime.get(minute);
+      if (list) list.push(id);
+      else byTime.set(minute, [id]);
+    }
+    const parts: SeenGroup[][] = [[]];
+    let size = 0;
+    for (const [at, ids] of byTime) {
+      for (const id of ids) {
+        const cost = id.length + 3;
+        if (size + cost > budget && size > 0) {
+          parts.push([]);
+          size = 0;
+        }
+        const part = parts.at(-1)!;
+        const group = part.at(-1);
+        if (group?.at === at) group.ids.push(id);
+        else part.push({ at, ids: [id] });
+        size += cost + (group?.at === at ? 0 : 24);
+      }
+    }
+    return parts;
+  }
+
+  private async publish(record: object, rollup: boolean): Promise<number> {
+    if (this.fenced) throw new LeaseLostError(sessionKeyOf(this.session));
+    const h = headers();
+    if (rollup) h.set("Nats-Rollup", "sub");
+    try {
+      const ack = await this.ctx.js.publish(this.subject, JSON.stringify(record), {
+        headers: h,
+        expect: { streamName: this.stream, lastSubjectSequence: this.lastSeq },
+      });
+      return ack.seq;
+    } catch (err) {
+      if (isRevisionConflict(err)) {
+        this.fenced = true;
+        throw new LeaseLostError(sessionKeyOf(this.session));
+      }
+      if (apiCode(err) === ApiCodes.streamStoreFailed) throw new SeenLogRefusedError(sessionKeyOf(this.session), "the seen stream is full");
+      throw err;
+    }
+  }
 }

@@ -52,7 +52,7 @@ export function inboxStreamConfig(names: Names, features: ServerFeatures, instan
 }
 
 /** The parked and seen streams: same shape as an inbox, their own subjects and age. */
-function sideStreamConfig(name: string, subject: string, purpose: string, maxAgeMs: number, caps: Pick<StreamConfig, "max_msgs" | "max_bytes">, r: Retention): Partial<StreamConfig> & { name: string } {
+function sideStreamConfig(name: string, subject: string, purpose: string, maxAgeMs: number, caps: Pick<StreamConfig, "max_msgs" | "max_bytes">, r: Retention, rollups = false): Partial<StreamConfig> & { name: string } {
   return {
     name,
     description: `clawmesh ${purpose}`,
@@ -65,6 +65,8 @@ function sideStreamConfig(name: string, subject: string, purpose: string, maxAge
     duplicate_window: nanos(r.duplicateWindowMs),
     num_replicas: r.replicas,
     allow_direct: true,
+    // The seen log compacts itself with subject rollups; nothing else may roll up.
+    allow_rollup_hdrs: rollups,
   };
 }
 
@@ -109,7 +111,7 @@ export async function provisionInstance(
   );
   await ensureStream(
     jsm,
-    sideStreamConfig(names.seenStream(instance), names.seenWildcard(instance), `record of surfaced envelope ids of instance ${instance}`, retention.seenMaxAgeMs, limits(features, retention.seenMaxMessages, retention.seenMaxBytes), retention),
+    sideStreamConfig(names.seenStream(instance), names.seenWildcard(instance), `record of surfaced envelope ids of instance ${instance}`, retention.seenMaxAgeMs, limits(features, retention.seenMaxMessages, retention.seenMaxBytes), retention, true),
   );
   const leaseBucket = names.leaseBucket(instance);
   // Leases of sessions nobody reads any more age out with the bucket's max_age.

@@ -2,16 +2,32 @@
 import { z } from "zod";
 import { ActionSchema, DeliveryTargetSchema, OriginSchema } from "./envelope.js";
 
+/** Envelope ids surfaced together, and when (epoch ms): the unit the seen log prunes by age. */
+export const SeenGroupSchema = z.object({ at: z.number().int().nonnegative(), ids: z.array(z.string()) });
+export type SeenGroup = z.infer<typeof SeenGroupSchema>;
+
 /**
- * One confirmed surfacing: the envelope ids the model was shown, and the highest inbox stream
- * sequence whose handling is complete (shown, skipped as already shown, or parked).
+ * One record of a session's surfaced-id log. A `delta` adds the ids of one confirmed surfacing (or
+ * one claim) and may raise `through`, the highest inbox stream sequence fully handled (shown,
+ * skipped as already shown, or parked). A `snapshot` (one or more parts, the first written with a
+ * subject rollup) holds the whole state, pruned of ids older than the inbox can hold their
+ * messages; `base` in a delta is the sequence of the snapshot it builds on, so a reader starts
+ * there. Records of the first version (`ids` + ISO `at`) read as deltas.
  */
-export const SeenRecordSchema = z.object({
-  v: z.literal(1),
-  ids: z.array(z.string()),
-  through: z.number().int().nonnegative().optional(),
-  at: z.iso.datetime(),
-});
+export const SeenRecordSchema = z
+  .object({
+    v: z.literal(1),
+    kind: z.enum(["delta", "snapshot"]).default("delta"),
+    groups: z.array(SeenGroupSchema).default([]),
+    through: z.number().int().nonnegative().optional(),
+    base: z.number().int().positive().optional(),
+    part: z.number().int().nonnegative().optional(),
+    of: z.number().int().positive().optional(),
+    /** First-version form. */
+    ids: z.array(z.string()).optional(),
+    at: z.string().optional(),
+  })
+  .transform((r) => (r.ids === undefined ? r : { ...r, groups: [...r.groups, { at: r.at ? Date.parse(r.at) || 0 : 0, ids: r.ids }] }));
 export type SeenRecord = z.infer<typeof SeenRecordSchema>;
 
 /** A2A task states. `completed`, `failed` and `canceled` are terminal. */
