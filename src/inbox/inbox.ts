@@ -226,26 +226,36 @@ export class Inbox {
     }
   }
 
+  /**
+   * Fetch up to `max` deliverable messages. Never comes back empty while something deliverable is
+   * stored: the consumer's pending count can lag a publish the stream has already acknowledged,
+   * and a pull can expire before a loaded server delivers, so an empty pull is asked again (within
+   * a bounded time) while the stream holds messages the consumer has not delivered.
+   */
   private async fetchFrom(consumer: Consumer, max: number): Promise<JsMsg[]> {
-    // The last fetched message says how many more were pending behind it: while that is known to
-    // be non-zero, skip asking the server.
-    const guessed = this.knownPending > 0;
-    let available = this.knownPending;
-    if (available === 0) {
-      const info = await consumer.info(false);
-      // With one reader and no batch held, unacknowledged messages are ones given back (released
-      // or timed out): they are due for redelivery, so they count as available.
-      available = info.num_pending + info.num_ack_pending;
+    const deadline = Date.now() + 3 * this.ctx.config.inbox.fetchExpiresMs;
+    for (;;) {
+      // The last fetched message says how many more were pending behind it: while that is known to
+      // be non-zero, skip asking the server.
+      const available = this.knownPending > 0 ? this.knownPending : await this.deliverable(consumer);
+      if (available === 0) return [];
+      const out: JsMsg[] = [];
+      const iter = await consumer.fetch({ max_messages: Math.min(available, max), expires: this.ctx.config.inbox.fetchExpiresMs });
+      for await (const m of iter) out.push(m);
+      this.knownPending = out.at(-1)?.info.pending ?? 0;
+      if (out.length > 0 || Date.now() >= deadline) return out;
     }
-    if (available === 0) return [];
-    const want = Math.min(available, max);
-    const out: JsMsg[] = [];
-    const iter = await consumer.fetch({ max_messages: want, expires: this.ctx.config.inbox.fetchExpiresMs });
-    for await (const m of iter) out.push(m);
-    this.knownPending = out.at(-1)?.info.pending ?? 0;
-    // A stale guess (messages expired or were removed meanwhile): ask the server once.
-    if (out.length === 0 && guessed) return this.fetchFrom(consumer, max);
-    return out;
+  }
+
+  /** How many messages the consumer can deliver now (a lower bound; 0 only when there are none). */
+  private async deliverable(consumer: Consumer): Promise<number> {
+    const info = await consumer.info(false);
+    // With one reader and no batch held, unacknowledged messages are ones given back (released
+    // or timed out): they are due for redelivery, so they count as available.
+    const counted = info.num_pending + info.num_ack_pending;
+    if (counted > 0) return counted;
+    const last = await this.ctx.jsm.direct.getMessage(this.ctx.names.inboxStream(this.session.instance), { last_by_subj: this.ctx.names.sessionFilter(this.session) });
+    return last !== null && last.seq > info.delivered.stream_seq ? 1 : 0;
   }
 
   private async judge(m: JsMsg, batchIds: ReadonlySet<string>): Promise<Verdict> {
