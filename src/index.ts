@@ -52,7 +52,7 @@ export * from "./errors.js";
 export { TaskNotFoundError, NotAssigneeError } from "./tasks/index.js";
 export { InvalidTaskActionError } from "./session/index.js";
 export { InvalidChannelAddressError, UnknownChannelError, AmbiguousChannelError } from "./registry/index.js";
-export { UnreadableRecordError, StoreContentionError } from "./topology/index.js";
+export { UnreadableRecordError, StoreContentionError, NotProvisionedError } from "./topology/index.js";
 export { StreamRefusedError } from "./transport/ingest.js";
 export { SeenLogRefusedError } from "./inbox/seen-log.js";
 export { ForbiddenRouteError } from "./handoff/index.js";

@@ -25,6 +25,8 @@ export interface MeshContext {
   readonly ingest: JetStreamIngest;
   /** Which chats announce overrides may target. */
   readonly channelPolicy: ChannelPolicy;
+  /** This connection's reply-subject prefix: the only place its liveness answers go. */
+  readonly inboxPrefix: string;
 }
 
 export async function createMeshContext(nc: NatsConnection, config: MeshConfig, opts: { logger?: Logger; inboxPrefix?: string } = {}): Promise<MeshContext> {
@@ -41,5 +43,6 @@ export async function createMeshContext(nc: NatsConnection, config: MeshConfig, 
     serverMaxPayload,
     channelPolicy: loadChannelPolicy(config.channelPolicyFile),
     ingest: new JetStreamIngest(nc, { ...(opts.inboxPrefix !== undefined && { inboxPrefix: opts.inboxPrefix }) }),
+    inboxPrefix: opts.inboxPrefix ?? "_INBOX",
   };
 }

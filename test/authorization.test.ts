@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { Mesh, parseSessionKey } from "../src/index.js";
@@ -10,13 +10,17 @@ import { LocalNatsServer } from "../src/server/local-server.js";
 import { Names, generateAuthorization, inboxPrefixFor } from "../src/topology/index.js";
 
 const PREFIX = "mesh";
-const spec = { prefix: PREFIX, instances: { "gw-a": { password: "secret-a-123" }, "gw-b": { password: "secret-b-123" } } };
+const spec = {
+  prefix: PREFIX,
+  instances: { "gw-a": { password: "secret-a-123" }, "gw-b": { password: "secret-b-123" }, "gw-c": { password: "secret-c-123" } },
+  operator: { user: "ops", password: "secret-ops-123" },
+};
 let dir: string;
 let server: LocalNatsServer;
 let a: Mesh;
 let b: Mesh;
 
-function meshAs(instance: "gw-a" | "gw-b"): Promise<Mesh> {
+function meshAs(instance: "gw-a" | "gw-b" | "gw-c"): Promise<Mesh> {
   return Mesh.connect({
     servers: server.url,
     instance,
@@ -26,15 +30,34 @@ function meshAs(instance: "gw-a" | "gw-b"): Promise<Mesh> {
   });
 }
 
-/** A raw connection of instance gw-a, for attempts the mesh client would never make. */
-function rawAsA(): Promise<NatsConnection> {
-  return connect({ servers: server.url, user: "gw-a", pass: spec.instances["gw-a"].password, inboxPrefix: inboxPrefixFor("gw-a"), timeout: 2000 });
+/** A raw connection of an instance, for attempts the mesh client would never make. */
+function rawAs(instance: "gw-a" | "gw-b" = "gw-a"): Promise<NatsConnection> {
+  return connect({ servers: server.url, user: instance, pass: spec.instances[instance].password, inboxPrefix: inboxPrefixFor(instance), timeout: 2000 });
+}
+const rawAsA = () => rawAs("gw-a");
+
+/** Runs `attempt` on a fresh raw connection of `instance`; what the server and client said. */
+async function attemptAs(instance: "gw-a" | "gw-b", attempt: (nc: NatsConnection) => Promise<unknown>): Promise<string> {
+  const nc = await rawAs(instance);
+  const violations: string[] = [];
+  void (async () => {
+    for await (const st of nc.status()) if (st.type === "error") violations.push(String((st as { error?: unknown }).error));
+  })();
+  const outcome = await Promise.race([attempt(nc).then(() => "succeeded", (e: unknown) => String(e)), new Promise<string>((r) => setTimeout(() => r("no answer"), 3000))]);
+  await nc.flush().catch(() => undefined);
+  await nc.close().catch(() => undefined);
+  return [outcome, ...violations].join(" | ");
 }
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "clawmesh-auth-"));
   writeFileSync(join(dir, "auth.conf"), generateAuthorization(spec));
   server = await LocalNatsServer.start({ storeDir: join(dir, "store"), configFile: join(dir, "auth.conf") });
+  // Provisioning is the operator's: instances can create nothing.
+  const ops = await Mesh.connect({ servers: server.url, instance: "ops", prefix: PREFIX, provision: false, connection: { user: "ops", pass: "secret-ops-123" } });
+  await ops.admin.provision("gw-a");
+  await ops.admin.provision("gw-b");
+  await ops.close();
   a = await meshAs("gw-a");
   b = await meshAs("gw-b");
 });
@@ -79,5 +102,72 @@ describe("broker-enforced identity", () => {
     const said = [outcome, ...violations].join(" | ");
     expect(said).toMatch(/permission/i);
     expect(said).toContain(subject);
+  });
+});
+
+describe("a neighbour with valid credentials", () => {
+  it("cannot make a victim's liveness responder answer to a JetStream API subject", async () => {
+    const run = await a.sessions.open("agent:main:main");
+    await a.send({ from: "agent:main:main", to: "agent:main:main", body: "keep me" });
+    const holder = (await a.sessions.get("agent:main:main"))?.holder;
+    expect(holder).toBeDefined();
+    const probe = `${PREFIX}.alive.gw-a.${holder}`;
+    // gw-b may not even publish there.
+    const said = await attemptAs("gw-b", async (nc) => {
+      nc.publish(probe, undefined, { reply: `$JS.API.STREAM.PURGE.${PREFIX}_in_gw-a` });
+      await nc.flush();
+    });
+    expect(said).toMatch(/permission/i);
+    expect(said).toContain(probe);
+    // The operator can publish anywhere: even then the victim answers only its own inbox prefix,
+    // so the request to purge is never made on its behalf.
+    const ops = await connect({ servers: server.url, user: "ops", pass: "secret-ops-123" });
+    const purges: string[] = [];
+    const watch = ops.subscribe(`$JS.API.STREAM.PURGE.>`, { callback: (_e, m) => void purges.push(m.subject) });
+    ops.publish(probe, undefined, { reply: `$JS.API.STREAM.PURGE.${PREFIX}_in_gw-a` });
+    const own = await ops.request(probe, undefined, { timeout: 2000 }).then(
+      () => "answered",
+      (e: unknown) => String(e),
+    );
+    await ops.flush();
+    watch.unsubscribe();
+    await ops.close();
+    expect(own).not.toBe("answered"); // the operator's reply prefix is not gw-a's either
+    expect(purges).toEqual([]);
+    const batch = await run.take();
+    expect(batch.messages.map((m) => m.body)).toEqual(["keep me"]);
+    await batch.confirm();
+    await run.close();
+  });
+
+  it("cannot roll up a shared bucket from a key it may write", async () => {
+    const run = await a.sessions.open("agent:boss:main");
+    const t = await run.delegate({ to: a.address({ sessionKey: "agent:main:main", instance: "gw-b" }), message: "x" });
+    const said = await attemptAs("gw-b", async (nc) => {
+      const h = headers();
+      h.set("Nats-Rollup", "all");
+      return jetstream(nc).publish(`$KV.${PREFIX}_tasks.gw-b.gw-b.wipe`, "{}", { headers: h, timeout: 2000 });
+    });
+    expect(said).toMatch(/rollup/i);
+    expect(await a.tasks.get(t.taskId)).toMatchObject({ taskId: t.taskId, state: "submitted" });
+    await run.close();
+  });
+
+  it.each([
+    ["create a stream of its own name that captures another's replies", (nc: NatsConnection) => jetstreamManager(nc, { checkAPI: false }).then((j) => j.streams.add({ name: `${PREFIX}_x_gw-b`, subjects: [`${inboxPrefixFor("gw-a")}.>`] })), `$JS.API.STREAM.CREATE.${PREFIX}_x_gw-b`],
+    ["reconfigure its own inbox stream", (nc: NatsConnection) => jetstreamManager(nc, { checkAPI: false }).then((j) => j.streams.update(`${PREFIX}_in_gw-b`, { max_age: 1 })), `$JS.API.STREAM.UPDATE.${PREFIX}_in_gw-b`],
+    ["purge its own inbox stream", (nc: NatsConnection) => jetstreamManager(nc, { checkAPI: false }).then((j) => j.streams.purge(`${PREFIX}_in_gw-b`)), `$JS.API.STREAM.PURGE.${PREFIX}_in_gw-b`],
+    ["delete a shared bucket", (nc: NatsConnection) => jetstreamManager(nc, { checkAPI: false }).then((j) => j.streams.delete(`KV_${PREFIX}_tasks`)), `$JS.API.STREAM.DELETE.KV_${PREFIX}_tasks`],
+    ["read a shared bucket through a consumer", (nc: NatsConnection) => jetstreamManager(nc, { checkAPI: false }).then((j) => j.consumers.add(`KV_${PREFIX}_tasks`, { ack_policy: AckPolicy.None })), `$JS.API.CONSUMER.CREATE.KV_${PREFIX}_tasks`],
+  ] as const)("is refused when it tries to %s", async (_what, attempt, subject) => {
+    const said = await attemptAs("gw-b", attempt);
+    expect(said).toMatch(/permission/i);
+    expect(said).toContain(subject);
+  });
+
+  it("connects an instance nobody provisioned with an error naming the operator action", async () => {
+    const err = await meshAs("gw-c").catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "not_provisioned" });
+    expect(String(err)).toContain("clawmesh provision");
   });
 });

@@ -71,7 +71,10 @@ export class SessionLease {
     // Answer liveness probes first, so a contender never sees us as dead while we hold the lease.
     this.alive = this.ctx.nc.subscribe(this.ctx.names.aliveSubject(this.session.instance, this.holder), {
       callback: (_err, msg) => {
-        msg.respond();
+        // Answer only a process of this instance (its own inbox prefix): an answer to any other
+        // reply subject (say `$JS.API.STREAM.PURGE...`) would be an action taken on someone
+        // else's behalf.
+        if (msg.reply?.startsWith(`${this.ctx.inboxPrefix}.`)) msg.respond();
       },
     });
     const deadline = Date.now() + waitMs;

@@ -26,7 +26,12 @@ export interface InstancePermissions {
   readonly subscribe: string[];
 }
 
-/** Subjects instance `me` may publish and subscribe to. */
+/**
+ * Subjects instance `me` may publish and subscribe to. No instance may create, reconfigure, delete
+ * or purge a stream or bucket (provisioning is the operator's), create consumers on the shared
+ * buckets, or answer a request on anyone's behalf: `allow_responses` is off, and the only replies
+ * it may publish go to its own inbox prefix (its lease-liveness answers to its own processes).
+ */
 export function instancePermissions(prefix: string, me: string): InstancePermissions {
   const n = new Names(prefix);
   const own = [n.inboxStream(me), n.parkedStream(me), n.seenStream(me), `KV_${n.leaseBucket(me)}`];
@@ -37,12 +42,13 @@ export function instancePermissions(prefix: string, me: string): InstancePermiss
     `${prefix}.in.*.${me}.>`,
     `${prefix}.parked.${me}.>`,
     `${prefix}.seen.${me}.>`,
-    `${prefix}.alive.*.*`,
+    // Liveness probes and their answers: its own processes only.
+    `${prefix}.alive.${me}.*`,
+    `${inboxPrefixFor(me)}.>`,
     `${api}.INFO`,
     `${api}.STREAM.NAMES`,
-    // Its own streams: provisioning, reading, consumers, acks.
+    // Its own streams: reading, its sessions' consumers, acks; no create, update, delete or purge.
     ...own.flatMap((s) => [
-      `${api}.STREAM.CREATE.${s}`,
       `${api}.STREAM.INFO.${s}`,
       `${api}.STREAM.MSG.GET.${s}`,
       `${api}.STREAM.MSG.DELETE.${s}`,
@@ -57,19 +63,8 @@ export function instancePermissions(prefix: string, me: string): InstancePermiss
       `$JS.ACK.${s}.>`,
     ]),
     `$KV.${n.leaseBucket(me)}.>`,
-    // Shared registries: readable by all; writable only where the key names this instance.
-    ...shared.flatMap((s) => [
-      `${api}.STREAM.CREATE.${s}`,
-      `${api}.STREAM.INFO.${s}`,
-      `${api}.STREAM.MSG.GET.${s}`,
-      `${api}.DIRECT.GET.${s}`,
-      `${api}.DIRECT.GET.${s}.>`,
-      `${api}.CONSUMER.CREATE.${s}`,
-      `${api}.CONSUMER.CREATE.${s}.>`,
-      `${api}.CONSUMER.INFO.${s}.>`,
-      `${api}.CONSUMER.MSG.NEXT.${s}.>`,
-      `${api}.CONSUMER.DELETE.${s}.>`,
-    ]),
+    // Shared registries: read by info and direct get (no consumers); written only where the key names this instance.
+    ...shared.flatMap((s) => [`${api}.STREAM.INFO.${s}`, `${api}.STREAM.MSG.GET.${s}`, `${api}.DIRECT.GET.${s}`, `${api}.DIRECT.GET.${s}.>`]),
     ...n.writableRegistryKeys(me),
   ];
   // Replies and pull deliveries only under its own inbox prefix; liveness probes for its own holders.
@@ -91,7 +86,6 @@ export function generateAuthorization(specInput: AuthSpec): string {
       "      permissions: {",
       `        publish: { allow: [${p.publish.map(q).join(", ")}] }`,
       `        subscribe: { allow: [${p.subscribe.map(q).join(", ")}] }`,
-      "        allow_responses: true",
       "      }",
       "    }",
     ].join("\n");

@@ -11,16 +11,25 @@ import {
   type JetStreamManager,
   type StreamConfig,
 } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { TopologyConflictError } from "../errors.js";
 import type { Retention } from "../config.js";
 import type { Names } from "./names.js";
 import type { ServerFeatures } from "./features.js";
-import { isNotFound, isStreamNameInUse } from "../transport/js-errors.js";
+import { isNotFound, isPermissionDenied, isStreamNameInUse } from "../transport/js-errors.js";
+import { MeshError } from "../errors.js";
+
+/** A stream or bucket that does not exist and that this credential may not create. */
+export class NotProvisionedError extends MeshError {
+  readonly resource: string;
+  constructor(resource: string, cause: unknown) {
+    super("not_provisioned", `${resource} does not exist and this credential may not create it: provisioning is an operator action (clawmesh provision <instance> with the operator credential)`, { cause });
+    this.resource = resource;
+  }
+}
 
 /** Compared on an existing stream: the fields that decide what is kept and for how long. */
-const CHECKED_FIELDS = ["subjects", "retention", "storage", "discard", "max_age", "max_bytes", "max_msgs", "duplicate_window", "num_replicas", "max_msg_size"] as const;
+const CHECKED_FIELDS = ["subjects", "retention", "storage", "discard", "max_age", "max_bytes", "max_msgs", "max_msgs_per_subject", "duplicate_window", "num_replicas", "max_msg_size", "allow_rollup_hdrs", "deny_delete", "deny_purge"] as const;
 
 /** A stream's size limits for this server: the count cap always, the byte cap only where it is exact. */
 function limits(features: ServerFeatures, maxMessages: number, maxBytes: number): Pick<StreamConfig, "max_msgs" | "max_bytes"> {
@@ -82,6 +91,7 @@ export async function ensureStream(jsm: JetStreamManager, want: Partial<StreamCo
       await jsm.streams.add(want);
       return;
     } catch (err) {
+      if (isPermissionDenied(err)) throw new NotProvisionedError(want.name, err);
       // Another process created it between our look and our add: fall through and compare.
       if (!isStreamNameInUse(err)) throw err;
       existing = (await jsm.streams.info(want.name)).config;
@@ -124,17 +134,36 @@ export async function provisionInstance(
   };
 }
 
-/** Create a KV bucket if it does not exist (history 1, file storage). */
+/**
+ * The stream behind a KV bucket (history 1, file storage), as the KV client lays it out, but with
+ * rollup headers refused: a `Nats-Rollup: all` published on any key a client may write would
+ * otherwise purge every other key of the bucket. The mesh never purges keys (it deletes with a
+ * marker), and nobody may purge or delete the bucket's messages through the stream API.
+ */
+export function bucketStreamConfig(name: string, opts: { ttlMs: number; replicas: number; description: string }): Partial<StreamConfig> & { name: string } {
+  return {
+    name: `KV_${name}`,
+    description: opts.description,
+    subjects: [`$KV.${name}.>`],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.New,
+    max_msgs_per_subject: 1,
+    max_age: nanos(opts.ttlMs),
+    num_replicas: opts.replicas,
+    allow_direct: true,
+    allow_rollup_hdrs: false,
+    deny_delete: true,
+    deny_purge: true,
+  };
+}
+
+/** Create a KV bucket if it does not exist; an existing one must match (see `ensureStream`). */
 export async function ensureBucket(
-  nc: NatsConnection,
+  _nc: NatsConnection,
   jsm: JetStreamManager,
   name: string,
   opts: { ttlMs: number; replicas: number; description: string },
 ): Promise<void> {
-  try {
-    await jsm.streams.info(`KV_${name}`);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    await new Kvm(nc).create(name, { history: 1, replicas: opts.replicas, storage: StorageType.File, ttl: opts.ttlMs, description: opts.description });
-  }
+  await ensureStream(jsm, bucketStreamConfig(name, opts));
 }
