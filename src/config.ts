@@ -58,6 +58,24 @@ export const RegistryTuningSchema = z.object({
   janitorIntervalMs: z.number().int().min(0).default(5_000),
 });
 
+/**
+ * How the mesh's own connection (`Mesh.connect`) rides out a server that goes away. A long-lived
+ * host never gives up by default: the client keeps dialling every `timeWaitMs` (plus up to
+ * `jitterMs`) until the server is back, and live waits resume as soon as it is.
+ */
+export const ReconnectSchema = z.object({
+  /** Dial attempts per server before the connection closes for good; -1: never give up. */
+  maxAttempts: z
+    .number()
+    .int()
+    .refine((n) => n === -1 || n >= 1, "-1 (never give up) or at least 1")
+    .default(-1),
+  /** Wait between attempts on one server. */
+  timeWaitMs: z.number().int().min(10).max(60_000).default(250),
+  /** Random extra wait added to each attempt, up to this, so many clients do not dial at once. */
+  jitterMs: z.number().int().min(0).max(60_000).default(100),
+});
+
 export const MeshConfigSchema = z.object({
   instance: z.string(),
   prefix: z.string().default("mesh"),
@@ -66,6 +84,7 @@ export const MeshConfigSchema = z.object({
   retention: RetentionSchema.prefault({}),
   inbox: InboxTuningSchema.prefault({}),
   registry: RegistryTuningSchema.prefault({}),
+  reconnect: ReconnectSchema.prefault({}),
   /** How long a send keeps retrying an unacknowledged publish (same envelope id) before failing. */
   sendRetryMs: z.number().int().min(0).default(30_000),
   /** JSON channel policy for announce overrides (default: $CLAWMESH_CHANNEL_POLICY; none: no overrides). */
@@ -76,6 +95,7 @@ export type MeshConfigInput = z.input<typeof MeshConfigSchema>;
 export type MeshConfig = z.output<typeof MeshConfigSchema>;
 export type Retention = z.output<typeof RetentionSchema>;
 export type InboxTuning = z.output<typeof InboxTuningSchema>;
+export type ReconnectPolicy = z.output<typeof ReconnectSchema>;
 
 /** Parse input with a zod schema, turning failures into one ValidationError naming each field. */
 export function parseInput<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {

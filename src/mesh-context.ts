@@ -5,6 +5,7 @@ import type { MeshConfig } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
 import { Names, ServerFeatures } from "./topology/index.js";
 import { JetStreamIngest } from "./transport/ingest.js";
+import { ConnectionState } from "./transport/connection.js";
 import { loadChannelPolicy, type ChannelPolicy } from "./handoff/index.js";
 
 /** Room left under the server's max_payload for headers and protocol framing. */
@@ -23,18 +24,30 @@ export interface MeshContext {
   readonly serverMaxPayload: number;
   /** Acknowledged publishing for envelopes (one shared reply subscription). */
   readonly ingest: JetStreamIngest;
+  /** Whether the connection is up, and its drop / reconnect events. */
+  readonly connection: ConnectionState;
   /** Which chats announce overrides may target. */
   readonly channelPolicy: ChannelPolicy;
   /** This connection's reply-subject prefix: the only place its liveness answers go. */
   readonly inboxPrefix: string;
 }
 
-export async function createMeshContext(nc: NatsConnection, config: MeshConfig, opts: { logger?: Logger; inboxPrefix?: string } = {}): Promise<MeshContext> {
-  const serverMaxPayload = nc.info?.max_payload ?? 1024 * 1024;
+export async function createMeshContext(raw: NatsConnection, config: MeshConfig, opts: { logger?: Logger; inboxPrefix?: string } = {}): Promise<MeshContext> {
+  const serverMaxPayload = raw.info?.max_payload ?? 1024 * 1024;
+  const connection = new ConnectionState(raw);
+  // Requests made while the connection is down wait for it instead of being silently dropped.
+  const nc = connection.gate();
+  const jsm = await jetstreamManager(nc);
+  const ingest = new JetStreamIngest(nc, { ...(opts.inboxPrefix !== undefined && { inboxPrefix: opts.inboxPrefix }) });
+  // Acknowledgements awaited across a drop never come: what was in flight went to the old
+  // connection, and what was written while disconnected was discarded. Fail them at once; the
+  // send path retries each under its envelope id.
+  connection.onDisconnect(() => ingest.abandonInFlight());
+  connection.onReconnect(() => ingest.abandonInFlight());
   return {
     nc,
     js: jetstream(nc),
-    jsm: await jetstreamManager(nc),
+    jsm,
     names: new Names(config.prefix),
     config,
     features: new ServerFeatures(nc.info?.version ?? "0.0.0"),
@@ -42,7 +55,8 @@ export async function createMeshContext(nc: NatsConnection, config: MeshConfig, 
     messageLimit: Math.min(config.maxMessageBytes, serverMaxPayload - HEADER_ALLOWANCE),
     serverMaxPayload,
     channelPolicy: loadChannelPolicy(config.channelPolicyFile),
-    ingest: new JetStreamIngest(nc, { ...(opts.inboxPrefix !== undefined && { inboxPrefix: opts.inboxPrefix }) }),
+    ingest,
+    connection,
     inboxPrefix: opts.inboxPrefix ?? "_INBOX",
   };
 }

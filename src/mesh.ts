@@ -11,7 +11,7 @@
 import { connect, type ConnectionOptions, type NatsConnection, type Status } from "@nats-io/transport-node";
 import { z } from "zod";
 import { assertInstanceId, type SessionAddress } from "./address/index.js";
-import { MeshConfigSchema, parseInput, type MeshConfig, type MeshConfigInput } from "./config.js";
+import { MeshConfigSchema, parseInput, type MeshConfig, type MeshConfigInput, type ReconnectPolicy } from "./config.js";
 import type { Logger } from "./log.js";
 import { createMeshContext } from "./mesh-context.js";
 import { ENVELOPE_ID_RE, Kinds, createEnvelope } from "./wire/index.js";
@@ -28,7 +28,11 @@ export type { SessionRef } from "./client/core.js";
 export interface MeshConnectOptions extends MeshConfigInput {
   /** NATS servers, e.g. "nats://127.0.0.1:4222". */
   readonly servers?: string | string[];
-  /** Extra NATS connection options (credentials, TLS, name...). */
+  /**
+   * Extra NATS connection options (credentials, TLS, name...). Reconnection follows `reconnect`
+   * (default: never give up, 250 ms between attempts); `maxReconnectAttempts`,
+   * `reconnectTimeWait` or `reconnectJitter` given here override it.
+   */
   readonly connection?: Omit<ConnectionOptions, "servers">;
   readonly logger?: Logger;
   /** Create this instance's streams and buckets if missing (default true). */
@@ -71,7 +75,12 @@ export class Mesh {
 
   static async connect(opts: MeshConnectOptions): Promise<Mesh> {
     const config = parseInput(MeshConfigSchema, opts, "mesh configuration");
-    const nc = await connect({ ...opts.connection, servers: opts.servers ?? "nats://127.0.0.1:4222", noAsyncTraces: true });
+    const nc = await connect({
+      ...reconnectOptions(config.reconnect),
+      ...opts.connection,
+      servers: opts.servers ?? "nats://127.0.0.1:4222",
+      noAsyncTraces: true,
+    });
     try {
       return await Mesh.build(nc, config, opts, true);
     } catch (err) {
@@ -80,7 +89,11 @@ export class Mesh {
     }
   }
 
-  /** Use a connection the caller owns (it is not closed by `close()`). */
+  /**
+   * Use a connection the caller owns (it is not closed by `close()`). How it reconnects is the
+   * caller's choice (the `reconnect` setting applies to `connect` only); live waits resume on
+   * its reconnect events all the same.
+   */
   static async attach(nc: NatsConnection, opts: Omit<MeshConnectOptions, "servers" | "connection">): Promise<Mesh> {
     const config = parseInput(MeshConfigSchema, opts, "mesh configuration");
     return Mesh.build(nc, config, opts, false);
@@ -150,4 +163,9 @@ export class Mesh {
     this.#core.ctx.ingest.close();
     if (this.#ownsConnection) await this.#core.ctx.nc.close();
   }
+}
+
+/** The client's reconnect options for a mesh reconnect policy. */
+function reconnectOptions(r: ReconnectPolicy): Pick<ConnectionOptions, "reconnect" | "maxReconnectAttempts" | "reconnectTimeWait" | "reconnectJitter" | "reconnectJitterTLS"> {
+  return { reconnect: true, maxReconnectAttempts: r.maxAttempts, reconnectTimeWait: r.timeWaitMs, reconnectJitter: r.jitterMs, reconnectJitterTLS: r.jitterMs };
 }

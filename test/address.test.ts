@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import {
+  MAX_SESSION_SUBJECT_BYTES,
+  PUBLISH_LINE_HEADROOM,
+  SERVER_MAX_CONTROL_LINE,
   decodeToken,
   encodeToken,
   isValidSubjectToken,
@@ -10,7 +13,8 @@ import {
   type SessionAddress,
 } from "../src/address/index.js";
 import { InvalidAddressError } from "../src/errors.js";
-import { Names, sessionTokens } from "../src/topology/names.js";
+import { Names, sessionPath, sessionTokens } from "../src/topology/names.js";
+import { keyOfSubjectBytes, longestKind } from "./fixtures/long-keys.js";
 
 describe("session keys", () => {
   it.each([
@@ -136,6 +140,42 @@ describe("token encoding (property)", () => {
     expect(encodeToken("re-portal")).toBe("re-portal");
     expect(encodeToken("direct:8035547811")).toBe("direct=3A8035547811");
     expect(encodeToken("")).toBe("=");
+  });
+});
+
+describe("session keys the server can carry", () => {
+  const cjk512 = `agent:main:${"漢".repeat(256)}:${"語".repeat(256)}`;
+
+  it("refuses a key of 512 CJK characters at parse time, naming the limit and the key's size in subject form", () => {
+    let err: unknown;
+    try {
+      parseSessionKey(cjk512, "gw1");
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(InvalidAddressError);
+    const size = "main".length + 1 + 256 * 9 + 1 + 256 * 9;
+    expect((err as Error).message).toContain(`${size} bytes`);
+    expect((err as Error).message).toContain(`limit is ${MAX_SESSION_SUBJECT_BYTES} bytes`);
+    expect((err as Error).message).toContain(`max_control_line of ${SERVER_MAX_CONTROL_LINE} bytes`);
+  });
+
+  it("accepts a key right at the limit, round-trips it, and fits its longest subject in the control line with room for the publish line", () => {
+    const key = keyOfSubjectBytes(MAX_SESSION_SUBJECT_BYTES);
+    const a = parseSessionKey(key, "i".repeat(64));
+    expect(sessionKeyOf(a)).toBe(key);
+    expect(sessionPath(a)).toHaveLength(MAX_SESSION_SUBJECT_BYTES);
+    const names = new Names("p".repeat(32));
+    const subject = names.inboxSubject(a, "f".repeat(64), longestKind);
+    expect(subject).toHaveLength(SERVER_MAX_CONTROL_LINE - PUBLISH_LINE_HEADROOM);
+    expect(names.parseInboxSubject(subject)).toMatchObject({ channel: a.channel, session: a.session, kind: longestKind });
+
+    expect(() => parseSessionKey(keyOfSubjectBytes(MAX_SESSION_SUBJECT_BYTES + 1), "gw1")).toThrow(InvalidAddressError);
+  });
+
+  it("refuses to build an over-long subject for an address that did not come from the parser", () => {
+    const handMade: SessionAddress = { instance: "gw1", agent: "main", channel: "漢".repeat(256), session: "語".repeat(256) };
+    expect(() => new Names("mesh").inboxSubject(handMade, "gw2", "msg")).toThrow(InvalidAddressError);
   });
 });
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Mesh, parseSessionKey } from "../src/index.js";
+import { Mesh, MeshError, parseSessionKey } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
 import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 import { SessionProcess } from "./harness/child.js";
@@ -107,5 +107,74 @@ describe("parking malformed and failing messages", () => {
     await expect(m.send({ from: "agent:a:main", to: "agent:b:main", body: "x".repeat(5000) })).rejects.toThrow(/mesh limit is 2048 bytes/);
     const info = await (await inspect(server, prefix)).jsm.streams.info((await inspect(server, prefix)).names.inboxStream("gw1"));
     expect(info.state.messages).toBe(0);
+  });
+});
+
+describe("a take that fails after its fetch", () => {
+  async function failedTake(take: Promise<unknown>): Promise<MeshError> {
+    const err = await take.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(MeshError);
+    return err as MeshError;
+  }
+
+  it("gives every fetched message back when parking fails: a later take shows the good message behind the bad one exactly once, and nothing was acknowledged meanwhile", async () => {
+    const prefix = uniquePrefix();
+    // Ack wait far beyond the test: a message the failed take kept would not come back by itself.
+    const m = await mesh(prefix, { inbox: { ackWaitMs: 120_000 } });
+    const ins = await inspect(server, prefix);
+    const key = "agent:b:main";
+    const to = parseSessionKey(key, "gw1");
+    await ins.js.publish(ins.names.inboxSubject(to, "gw1", "msg"), "not json at all");
+    const good = await m.send({ from: "agent:a:main", to: key, body: "good" });
+    const inbox = await m.sessions.openInbox(key);
+
+    // The parked stream is gone: parking the bad message is refused.
+    await ins.jsm.streams.delete(ins.names.parkedStream("gw1"));
+    const err = await failedTake(inbox.take());
+    expect(err.code).toBe("take_failed");
+    expect(err.message).toMatch(/nothing was acknowledged/);
+    expect((await ins.sessionConsumer(to))?.ack_floor.stream_seq).toBe(0);
+
+    // More arrives meanwhile; then the fault is removed.
+    const later = await m.send({ from: "agent:a:main", to: key, body: "later" });
+    expect((await ins.sessionConsumer(to))?.ack_floor.stream_seq).toBe(0);
+    await m.admin.provision();
+    const batch = await inbox.take();
+    expect(batch.messages.map((x) => x.id)).toEqual([good.id, later.id]);
+    await batch.confirm();
+    expect((await inbox.take()).messages).toEqual([]);
+    expect((await m.parked.list(key)).map((p) => p.reason)).toEqual(["invalid_json"]);
+    await inbox.close();
+  });
+
+  it("gives a parked batch back when the surfaced-id log refuses its record, and shows what follows exactly once after", async () => {
+    const prefix = uniquePrefix();
+    const m = await mesh(prefix, { inbox: { ackWaitMs: 120_000 } });
+    const ins = await inspect(server, prefix);
+    const key = "agent:b:main";
+    const to = parseSessionKey(key, "gw1");
+    await ins.js.publish(ins.names.inboxSubject(to, "gw1", "msg"), "not json at all");
+    const good = await m.send({ from: "agent:a:main", to: key, body: "good" });
+    const inbox = await m.sessions.openInbox(key);
+
+    // The seen log is gone: recording the parked message as handled is refused.
+    await ins.jsm.streams.delete(ins.names.seenStream("gw1"));
+    expect((await failedTake(inbox.take({ max: 1 }))).code).toBe("take_failed");
+    expect((await ins.sessionConsumer(to))?.ack_floor.stream_seq).toBe(0);
+
+    // A reader whose seen log vanished under it is fenced out (its next record cannot follow
+    // what it knew): reopen after the log is back.
+    await m.admin.provision();
+    await inbox.close();
+    const again = await m.sessions.openInbox(key);
+    const batch = await again.take();
+    expect(batch.messages.map((x) => x.id)).toEqual([good.id]);
+    await batch.confirm();
+    expect((await again.take()).messages).toEqual([]);
+    expect((await m.parked.list(key)).map((p) => p.reason)).toEqual(["invalid_json"]);
+    await again.close();
   });
 });

@@ -12,6 +12,7 @@
  * exists in every gateway.
  */
 import { InvalidAddressError } from "../errors.js";
+import { encodeToken } from "./token.js";
 
 export interface SessionAddress {
   /** The gateway (OpenClaw instance) that owns the session. */
@@ -32,6 +33,25 @@ const ID_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const AGENT_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/i;
 /** Encoded tokens stay well under NATS's control-line limit and the filesystem's name limit. */
 const MAX_PART_CHARS = 256;
+
+/**
+ * nats-server's default `max_control_line`: the longest protocol line (`PUB`, `HPUB`, `SUB`) it
+ * accepts. A longer one closes the connection (and the client's reconnect sends it again).
+ */
+export const SERVER_MAX_CONTROL_LINE = 4096;
+/** Room kept on a publish line beside its subject: the verb, the reply subject and the sizes. */
+export const PUBLISH_LINE_HEADROOM = 512;
+/**
+ * The longest subject the mesh builds around a session's tokens, without them:
+ * `<prefix: 32>.in.<to instance: 64>.<from instance: 64>.` + `.` + `<kind: 4 words of 32>`.
+ */
+export const SUBJECT_FRAME_MAX_BYTES = 32 + ".in.".length + 64 + 1 + 64 + 1 + 1 + (4 * 32 + 3);
+/**
+ * The longest a session may be in subject form (`<agent>.<channel>.<session>`, encoded tokens), so
+ * that every subject the mesh builds for it, with the longest prefix, instance ids and kind, fits
+ * the server's control line with the headroom a publish needs.
+ */
+export const MAX_SESSION_SUBJECT_BYTES = SERVER_MAX_CONTROL_LINE - PUBLISH_LINE_HEADROOM - SUBJECT_FRAME_MAX_BYTES;
 
 /** Validate a gateway instance id (also used verbatim in subjects, stream and bucket names). */
 export function assertInstanceId(instance: string): string {
@@ -80,6 +100,14 @@ export function parseSessionKey(key: string, instance: string): SessionAddress {
     if (!part.isWellFormed()) throw new InvalidAddressError(key, `the ${name} part contains an unpaired UTF-16 surrogate`);
   }
   const address: SessionAddress = { instance, agent: agentRaw.toLowerCase(), channel, session };
+  const encoded = encodeToken(address.agent).length + 1 + encodeToken(channel).length + 1 + encodeToken(session).length;
+  if (encoded > MAX_SESSION_SUBJECT_BYTES) {
+    throw new InvalidAddressError(
+      key,
+      `it takes ${encoded} bytes in subject form (agent.channel.session, each UTF-8 byte other than A-Z a-z 0-9 _ - written as 3); ` +
+        `the limit is ${MAX_SESSION_SUBJECT_BYTES} bytes, so that every subject for the session fits nats-server's max_control_line of ${SERVER_MAX_CONTROL_LINE} bytes. Use a shorter key`,
+    );
+  }
   return { ...address, ...(run !== undefined && { run }), ...(thread !== undefined && { thread }) };
 }
 

@@ -8,7 +8,8 @@
  *   take       show a session's pending messages (and confirm them)
  *   parked     list | redrive <seq>: undeliverable messages
  * Connection: --server (else $CLAWMESH_SERVERS, else the running embedded mesh, else 127.0.0.1:4222),
- * --instance (else $CLAWMESH_INSTANCE, else "local"), --prefix (else "mesh").
+ * --instance (else $CLAWMESH_INSTANCE, else "local"), --prefix (else "mesh"). A one-shot command
+ * waits out a server restart of up to about 10 s, then fails; `start` reconnects forever.
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
@@ -129,7 +130,11 @@ async function withMesh(flags: Flags, fn: (mesh: Mesh) => Promise<void>): Promis
     servers: serverUrl(flags).split(","),
     instance: flags.instance ?? process.env.CLAWMESH_INSTANCE ?? readRunning()?.instance ?? "local",
     prefix: flags.prefix ?? process.env.CLAWMESH_PREFIX ?? readRunning()?.prefix ?? "mesh",
-    connection: { name: "clawmesh-cli", maxReconnectAttempts: 3 },
+    // A one-shot call rides out a short server restart, then gives up: after about 10 s without a
+    // server the connection closes and an unacknowledged send is reported (with its id).
+    reconnect: { maxAttempts: 20, timeWaitMs: 500 },
+    sendRetryMs: 10_000,
+    connection: { name: "clawmesh-cli" },
   });
   try {
     await fn(mesh);

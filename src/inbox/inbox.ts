@@ -17,7 +17,7 @@
 import type { JsMsg, Consumer } from "@nats-io/jetstream";
 import type { SessionAddress } from "../address/index.js";
 import { sessionKeyOf } from "../address/index.js";
-import { InboxStateError, MeshError } from "../errors.js";
+import { InboxStateError, MeshError, describe } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
 import { isNotFound } from "../transport/js-errors.js";
@@ -132,24 +132,37 @@ export class Inbox {
     for (;;) {
       const fetched = await this.fetchPending(max);
       if (fetched.length === 0) return emptyBatch;
-      const shown: InboxMessage[] = [];
-      const ids = new Set<string>();
-      for (const m of fetched) {
-        const v = await this.judge(m, ids);
-        if ("show" in v) {
-          shown.push(v.show);
-          ids.add(v.show.id);
-        } else if ("park" in v) {
-          await park(this.ctx, this.session, m, v.park, v.detail);
+      try {
+        const shown: InboxMessage[] = [];
+        const ids = new Set<string>();
+        for (const m of fetched) {
+          const v = await this.judge(m, ids);
+          if ("show" in v) {
+            shown.push(v.show);
+            ids.add(v.show.id);
+          } else if ("park" in v) {
+            await park(this.ctx, this.session, m, v.park, v.detail);
+          }
         }
+        if (shown.length > 0) {
+          this.outstanding = new HeldBatch(this, shown, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
+          return this.outstanding;
+        }
+        // Everything fetched was parked or already shown: settle it and look further.
+        await this.settle(fetched, []);
+      } catch (err) {
+        // Fetched but not handed out (a park or the seen log refused): give every message back,
+        // so no later acknowledgement (ack policy all) can cover one that was never shown.
+        this.giveBack(fetched);
+        if (err instanceof MeshError) throw err;
+        throw new MeshError("take_failed", `could not take the inbox of ${this.sessionKey} (${describe(err)}); nothing was acknowledged, the messages will be offered again`, { cause: err });
       }
-      if (shown.length > 0) {
-        this.outstanding = new HeldBatch(this, shown, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
-        return this.outstanding;
-      }
-      // Everything fetched was parked or already shown: settle it and look further.
-      await this.settle(fetched, []);
     }
+  }
+
+  private giveBack(fetched: readonly JsMsg[]): void {
+    this.knownPending = 0;
+    for (const m of fetched) m.nak();
   }
 
   /**
@@ -241,7 +254,12 @@ export class Inbox {
       if (available === 0) return [];
       const out: JsMsg[] = [];
       const iter = await consumer.fetch({ max_messages: Math.min(available, max), expires: this.ctx.config.inbox.fetchExpiresMs });
-      for await (const m of iter) out.push(m);
+      try {
+        for await (const m of iter) out.push(m);
+      } catch (err) {
+        this.giveBack(out);
+        throw err;
+      }
       this.knownPending = out.at(-1)?.info.pending ?? 0;
       if (out.length > 0 || Date.now() >= deadline) return out;
     }

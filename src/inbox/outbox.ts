@@ -5,6 +5,7 @@
  * the generated authorization), refuses oversize envelopes before publishing, and retries an
  * unacknowledged publish under the same envelope id.
  */
+import { ConnectionError } from "@nats-io/transport-node";
 import { sessionKeyOf } from "../address/index.js";
 import { InvalidAddressError, SendFailedError, UnknownInstanceError } from "../errors.js";
 import { NoStreamError, StreamRefusedError } from "../transport/ingest.js";
@@ -39,12 +40,17 @@ export async function sendEnvelope(ctx: MeshContext, envelope: Envelope, opts: S
   }
   const deadline = Date.now() + (opts.retryForMs ?? ctx.config.sendRetryMs);
   for (let attempt = 0; ; attempt++) {
+    // Written while disconnected, a publish is discarded by the client: wait for the connection.
+    if (!(await ctx.connection.whenConnected(deadline - Date.now()))) {
+      throw new SendFailedError(envelope.id, new ConnectionError("not connected to the server"));
+    }
     try {
       return await publishOnce(ctx, envelope);
     } catch (err) {
       if (!(err instanceof SendFailedError) || Date.now() >= deadline) throw err;
       ctx.logger.info({ id: envelope.id, attempt }, "send not acknowledged; retrying under the same id");
-      await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+      // Lost with the connection: retry as soon as it is back. Otherwise back off.
+      if (ctx.connection.connected) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
     }
   }
 }

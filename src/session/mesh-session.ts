@@ -101,6 +101,11 @@ export class MeshSession {
     return sessionKeyOf(this.address);
   }
 
+  /** False while the mesh's connection is down (it reconnects by itself). */
+  get connected(): boolean {
+    return this.ctx.connection.connected;
+  }
+
   /** The boundary call: messages that arrived since the last take, oldest first. Confirm after showing them. */
   async take(opts?: TakeOptions): Promise<InboxBatch> {
     const batch = await this.inbox.take(opts);

@@ -84,6 +84,14 @@ export async function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[
     wake();
   });
 
+  // Back after a lost connection: completions decided meanwhile are read from the registry (the
+  // watcher also replays what was stored, from where it left off).
+  let recheck = false;
+  const offResume = deps.watcher.onResume(() => {
+    recheck = true;
+    wake();
+  });
+
   const settle = async (taskId: string, r: Pick<TaskRecord, "state" | "result" | "error"> & { assignee: string }, requesterIsMe: boolean) => {
     const target = pending.get(taskId);
     if (!target) return;
@@ -108,7 +116,7 @@ export async function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[
   };
   const satisfied = () => (mode === "all" ? pending.size === 0 : done.length > 0 || pending.size === 0);
 
-  try {
+  const settleDecided = async () => {
     for (const t of [...pending.values()]) {
       const stored = await deps.registry.get(t.taskId);
       if (stored && TERMINAL_STATES.has(stored.record.state)) {
@@ -116,9 +124,17 @@ export async function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[
         await settle(t.taskId, { state: r.state, result: r.result, error: r.error, assignee: sessionKeyOf(r.assignee) }, sameSession(r.requester, deps.inbox.session));
       }
     }
+  };
+
+  try {
+    await settleDecided();
     while (!satisfied() && !stop.signal.aborted) {
-      if (arrivals.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+      if (arrivals.length === 0 && !recheck) await new Promise<void>((resolve) => (wake = resolve));
       for (const a of arrivals.splice(0)) await settle(a.taskId, a.record, true);
+      if (recheck && !satisfied()) {
+        recheck = false;
+        await settleDecided();
+      }
     }
     const still: PendingItem[] = [];
     for (const t of [...pending.values()]) {
@@ -139,6 +155,7 @@ export async function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[
     return { done, pending: still, timedOut: !satisfied() };
   } finally {
     off();
+    offResume();
     clearTimeout(timer);
     opts.signal?.removeEventListener("abort", onOuterAbort);
   }

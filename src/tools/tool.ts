@@ -4,7 +4,8 @@
  * what happened and what the model should do next.
  */
 import { z } from "zod";
-import { MeshError } from "../errors.js";
+import { MeshError, SendFailedError } from "../errors.js";
+import { isBusUnreachable, isNotPermitted } from "../transport/js-errors.js";
 import type { MeshSession } from "../session/index.js";
 import type { Origin } from "../wire/index.js";
 
@@ -56,11 +57,38 @@ export function defineTool<S extends z.ZodObject>(def: {
       try {
         return await def.run(parsed.data, ctx);
       } catch (err) {
-        if (!(err instanceof MeshError)) throw err;
-        return { ok: false, text: `${def.name} failed: ${err.message}`, details: { error: err.code, message: err.message } };
+        const failed = failureResult(def.name, err, ctx.session.connected);
+        if (failed === undefined) throw err;
+        return failed;
       }
     },
   };
+}
+
+/**
+ * What a tool returns instead of throwing: connection trouble (transient: try again shortly),
+ * refusals of this gateway's identity or permissions (configuration: retrying will not help), and
+ * the mesh's own typed errors. Anything else is a bug and is thrown.
+ */
+export function failureResult(tool: string, err: unknown, connected: boolean): ToolResult | undefined {
+  const message = err instanceof Error ? err.message : String(err);
+  if (isNotPermitted(err)) {
+    return {
+      ok: false,
+      text: `${tool} was refused by the message bus: ${message}. This is a configuration problem (this gateway's credentials or permissions), not a passing failure: trying again will not help. Tell the user or the operator.`,
+      details: { error: "not_permitted", message },
+    };
+  }
+  if (isBusUnreachable(err, { connected })) {
+    const unsent = err instanceof SendFailedError ? ` Message ${err.envelopeId} may not have been stored.` : "";
+    return {
+      ok: false,
+      text: `${tool} could not complete: the message bus is unreachable right now (${message}).${unsent} Nothing already delivered was lost, and results that arrive meanwhile are kept for this session. Try again shortly.`,
+      details: { error: "bus_unreachable", message, ...(err instanceof SendFailedError && { id: err.envelopeId }) },
+    };
+  }
+  if (err instanceof MeshError) return { ok: false, text: `${tool} failed: ${err.message}`, details: { error: err.code, message: err.message } };
+  return undefined;
 }
 
 /** A JSON body as the model should read it. */

@@ -11,11 +11,14 @@
  *   <prefix>.alive.<instance>.<holderId>      (core NATS, lease liveness probe)
  */
 import { createHash } from "node:crypto";
-import { decodeToken, encodeToken, type SessionAddress } from "../address/index.js";
+import { PUBLISH_LINE_HEADROOM, SERVER_MAX_CONTROL_LINE, decodeToken, encodeToken, sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { InvalidAddressError } from "../errors.js";
 import { KIND_RE } from "../wire/envelope.js";
 
 export const PREFIX_RE = /^[a-z][a-z0-9-]{0,31}$/;
+
+/** Longest subject the mesh publishes to: the server's control line less room for the rest of the line. */
+export const MAX_SUBJECT_BYTES = SERVER_MAX_CONTROL_LINE - PUBLISH_LINE_HEADROOM;
 
 /** Token position of each part in an inbox subject (0-based). */
 export const INBOX_TOKENS = { to: 2, from: 3, agent: 4, channel: 5, session: 6, kind: 7 } as const;
@@ -163,7 +166,13 @@ export class Names {
   }
   inboxSubject(to: SessionAddress, fromInstance: string, kind: string): string {
     if (!KIND_RE.test(kind)) throw new InvalidAddressError(kind, "a message kind is 1-4 dot-separated lowercase words");
-    return `${this.prefix}.in.${to.instance}.${fromInstance}.${sessionPath(to)}.${kind}`;
+    const subject = `${this.prefix}.in.${to.instance}.${fromInstance}.${sessionPath(to)}.${kind}`;
+    // Parsed keys always fit; an address from elsewhere (a decoded envelope) is checked here, so
+    // an over-long subject is refused before it can cost the connection.
+    if (subject.length > MAX_SUBJECT_BYTES) {
+      throw new InvalidAddressError(sessionKeyOf(to), `its inbox subject would be ${subject.length} bytes; the limit is ${MAX_SUBJECT_BYTES} (nats-server's max_control_line of ${SERVER_MAX_CONTROL_LINE} bytes less room for the publish line)`);
+    }
+    return subject;
   }
   parkedWildcard(instance: string): string {
     return `${this.prefix}.parked.${instance}.>`;

@@ -80,6 +80,16 @@ export class JetStreamIngest {
     });
   }
 
+  /**
+   * The connection dropped: acknowledgements still awaited were addressed to it and will not come.
+   * Fail them now (the send path retries each under its envelope id once the connection is back)
+   * instead of letting each wait out its timeout.
+   */
+  abandonInFlight(): void {
+    for (const w of this.waiting.values()) w.reject(new MeshError("connection_lost", "the connection dropped before the stream acknowledged"));
+    this.waiting.clear();
+  }
+
   close(): void {
     clearInterval(this.sweep);
     this.sub.unsubscribe();

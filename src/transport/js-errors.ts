@@ -4,7 +4,18 @@
  * server and client versions; codes and classes do not).
  */
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
-import { NoRespondersError, PermissionViolationError, RequestError, TimeoutError } from "@nats-io/transport-node";
+import {
+  AuthorizationError,
+  ClosedConnectionError,
+  ConnectionError,
+  DrainingConnectionError,
+  NoRespondersError,
+  PermissionViolationError,
+  RequestError,
+  TimeoutError,
+  UserAuthenticationExpiredError,
+} from "@nats-io/transport-node";
+import { SendFailedError } from "../errors.js";
 
 /** JetStream API error codes the mesh branches on (nats-server `server/errors.json`). */
 export const ApiCodes = {
@@ -65,6 +76,40 @@ export function isTimeout(err: unknown): boolean {
 export function isPermissionDenied(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
     if (e instanceof PermissionViolationError) return true;
+  }
+  return false;
+}
+
+/** Each error along `err`'s cause chain (a few levels: the client and the mesh wrap errors). */
+function* causes(err: unknown): Generator<Error> {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) yield e;
+}
+
+/**
+ * The server or the connection to it is unreachable right now, and trying again once it is back
+ * can succeed: a request that timed out, a connection that is closed, draining or failed, a
+ * publish the server never acknowledged (SendFailedError), or "no responders" while the
+ * connection is down (nothing can answer a request that never left). Nothing already stored is
+ * lost by any of these. Permission and authorization refusals are not among them: see
+ * `isNotPermitted`.
+ */
+export function isBusUnreachable(err: unknown, opts: { connected?: boolean } = {}): boolean {
+  if (isNotPermitted(err)) return false;
+  for (const e of causes(err)) {
+    if (e instanceof TimeoutError || e instanceof ConnectionError || e instanceof ClosedConnectionError || e instanceof DrainingConnectionError) return true;
+    if (e instanceof SendFailedError) return true;
+    if (opts.connected === false && (e instanceof NoRespondersError || (e instanceof RequestError && e.isNoResponders()))) return true;
+  }
+  return false;
+}
+
+/**
+ * The server refused this connection's identity or what it asked to do: a configuration problem
+ * (credentials, generated authorization, wrong instance), never fixed by waiting.
+ */
+export function isNotPermitted(err: unknown): boolean {
+  for (const e of causes(err)) {
+    if (e instanceof PermissionViolationError || e instanceof AuthorizationError || e instanceof UserAuthenticationExpiredError) return true;
   }
   return false;
 }
