@@ -173,16 +173,29 @@ export interface RunOutcome {
   readonly file: string;
 }
 
-export async function runMeasures(measures: readonly Measure[], rounds: number, config: Record<string, unknown>, version: string): Promise<RunOutcome> {
+/**
+ * Runs every measure for `rounds` alternating rounds. `probe` is read after each variant and kept
+ * in the JSON beside the sample (e.g. this process's heap and the server's RSS), to tell a leak in
+ * the process from one on the server when a measure drifts.
+ */
+export async function runMeasures(
+  measures: readonly Measure[],
+  rounds: number,
+  config: Record<string, unknown>,
+  version: string,
+  probe: () => Record<string, number> = () => ({}),
+): Promise<RunOutcome> {
   const results = [];
   for (const m of measures) {
     const raw: Sample[] = [];
     const mesh: Sample[] = [];
+    const probes: { round: number; variant: "raw" | "mesh"; after: Record<string, number> }[] = [];
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? (["raw", "mesh"] as const) : (["mesh", "raw"] as const);
       for (const which of order) {
         const s = await m[which](r);
         (which === "raw" ? raw : mesh).push(s);
+        probes.push({ round: r + 1, variant: which, after: probe() });
         process.stderr.write(`  ${m.name} round ${r + 1} ${which}: ${s.value.toFixed(m.unit === "ms" ? 3 : 0)} ${m.unit}\n`);
       }
     }
@@ -207,6 +220,7 @@ export async function runMeasures(measures: readonly Measure[], rounds: number, 
       checks: m.checks?.(raw, mesh) ?? [],
       rawSamples: raw,
       meshSamples: mesh,
+      probes,
     });
   }
   const flag = (d: number) => (d > DRIFT_LIMIT ? "!" : "");

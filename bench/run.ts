@@ -4,7 +4,8 @@
  * ratios and drift and writes the full record as JSON under bench/results/.
  *
  * Env: BENCH_ROUNDS (5), BENCH_SEND_N (5000), BENCH_TAKE_N (100000), BENCH_CONCURRENCY (64),
- * BENCH_PINGBACKS (300), BENCH_SIBLING_MS (10000).
+ * BENCH_PINGBACKS (300), BENCH_SIBLING_MS (10000), BENCH_ONLY (run only the measures whose name
+ * contains this text, e.g. "fast reply").
  *
  * Drift. Every measure must stay flat across rounds: for each measure and each variant the table
  * prints last round / first round (for rates first / last, so above 1 always means "got worse").
@@ -29,7 +30,7 @@ import { connect, createInbox, type NatsConnection } from "@nats-io/transport-no
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamClient } from "@nats-io/jetstream";
 import { Kinds, Mesh, type MeshSession } from "../src/index.js";
 import { TaskRequestBodySchema } from "../src/wire/index.js";
-import { Background, installFailureGuards, quantile, median, runMeasures, settle, sleep, withServer, type Measure, type Sample } from "./harness.js";
+import { Background, installFailureGuards, median, quantile, rssMiB, runMeasures, settle, sleep, withServer, type Measure, type Sample } from "./harness.js";
 
 installFailureGuards();
 
@@ -39,6 +40,7 @@ const TAKE_N = Number(process.env.BENCH_TAKE_N ?? 100_000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
 const PINGBACKS = Number(process.env.BENCH_PINGBACKS ?? 300);
 const SIBLING_MS = Number(process.env.BENCH_SIBLING_MS ?? 10_000);
+const ONLY = process.env.BENCH_ONLY;
 const PAYLOAD_BYTES = 256;
 /** Fast requests timed alone before the sibling starts. */
 const ALONE_N = 200;
@@ -454,10 +456,11 @@ await withServer(async (server) => {
     }
   };
   const outcome = await runMeasures(
-    measures.map((m) => ({ ...m, raw: scoped(m.raw), mesh: scoped(m.mesh) })),
+    measures.filter((m) => ONLY === undefined || m.name.includes(ONLY)).map((m) => ({ ...m, raw: scoped(m.raw), mesh: scoped(m.mesh) })),
     ROUNDS,
     { payloadBytes: PAYLOAD_BYTES, concurrency: CONCURRENCY, sendN: SEND_N, takeN: TAKE_N, pingbacks: PINGBACKS, siblingMs: SIBLING_MS, connection: connectionOptions, storage: "file" },
     server.version,
+    () => ({ heapUsedMiB: process.memoryUsage().heapUsed / 2 ** 20, rssMiB: rssMiB(process.pid), serverRssMiB: rssMiB(server.pid) }),
   );
   await nc.close();
   if (outcome.drifting.length > 0) {
