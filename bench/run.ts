@@ -22,7 +22,13 @@
  *   well, the end of the run was slower for both, and the measure is printed as noisy (with mesh
  *   drift / raw drift) but does not fail the run. Raw shares the server, so a leak the mesh leaves
  *   ON THE SERVER (consumers, streams) can slow raw too and hide as noise: re-run, and if a measure
- *   is noisy every time, look at the server's consumers.
+ *   is noisy every time, look at the server's consumers. Under each table a line per measure says
+ *   how many consumers a variant left on its streams once it had closed everything it opened;
+ * - raw is a weak noise detector for the mesh's latencies: a mesh turn costs tens of times the CPU
+ *   of a raw one, so CPU taken by other work on the machine shows far more in the mesh figure (on
+ *   this 2-core machine the mesh pingback p50 spread 4-11 ms between rounds with raw flat). One
+ *   first/last pair is a single sample each: a failure on a measure that is flat on a re-run
+ *   (BENCH_ONLY) was noise; one that climbs every round of every run is a leak.
  * An unhandled rejection anywhere fails the run loudly (harness `installFailureGuards`).
  */
 import { randomBytes } from "node:crypto";
@@ -102,9 +108,13 @@ await withServer(async (server) => {
   // What a variant made: dropped when it ends (file streams reserve max_bytes).
   const made: string[] = [];
   const meshes: Mesh[] = [];
-  async function dropMade(): Promise<void> {
+  /** Close the variant's mesh, count the consumers still on its streams, drop the streams. */
+  async function dropMade(): Promise<number> {
     for (const mesh of meshes.splice(0)) await mesh.close();
+    let consumersLeft = 0;
+    for (const name of made) consumersLeft += (await jsm.streams.info(name).catch(() => undefined))?.state.consumer_count ?? 0;
     for (const name of made.splice(0)) await jsm.streams.delete(name).catch(() => undefined);
+    return consumersLeft;
   }
 
   async function rawStream(): Promise<{ name: string; subject: string }> {
@@ -447,16 +457,26 @@ await withServer(async (server) => {
     };
   }
 
-  // Each variant's streams (and its mesh) are dropped as soon as it ends.
-  const scoped = (fn: (round: number) => Promise<Sample>) => async (round: number) => {
+  // Each variant's streams (and its mesh) are dropped as soon as it ends; the consumers still on
+  // them once the variant closed everything it opened are kept with the sample.
+  const scoped = (fn: (round: number) => Promise<Sample>) => async (round: number): Promise<Sample> => {
+    let sample: Sample | undefined;
     try {
-      return await fn(round);
+      sample = await fn(round);
     } finally {
-      await dropMade();
+      const consumersLeft = await dropMade();
+      if (sample) sample = { ...sample, extra: { ...sample.extra, consumersLeft } };
     }
+    return sample;
+  };
+  const leftBehind = (name: string, raw: readonly Sample[], mesh: readonly Sample[]) => {
+    const most = (xs: readonly Sample[]) => Math.max(...xs.map((s) => s.extra?.consumersLeft ?? 0));
+    return `consumers left on the server once everything was closed (most in a round), ${name}: raw ${most(raw)} / mesh ${most(mesh)}`;
   };
   const outcome = await runMeasures(
-    measures.filter((m) => ONLY === undefined || m.name.includes(ONLY)).map((m) => ({ ...m, raw: scoped(m.raw), mesh: scoped(m.mesh) })),
+    measures
+      .filter((m) => ONLY === undefined || m.name.includes(ONLY))
+      .map((m) => ({ ...m, raw: scoped(m.raw), mesh: scoped(m.mesh), checks: (raw, mesh) => [...(m.checks?.(raw, mesh) ?? []), leftBehind(m.name, raw, mesh)] })),
     ROUNDS,
     { payloadBytes: PAYLOAD_BYTES, concurrency: CONCURRENCY, sendN: SEND_N, takeN: TAKE_N, pingbacks: PINGBACKS, siblingMs: SIBLING_MS, connection: connectionOptions, storage: "file" },
     server.version,
