@@ -3,15 +3,21 @@
  * at random and the server is SIGKILLed and restarted once; at the end, every acknowledged send must
  * have been surfaced exactly once. Prints a table of what was injected and what came out.
  *
- *   node --import tsx bench/soak.ts        (SOAK_SECONDS=60 SOAK_RATE=200 to change the run)
+ *   npm run bench:soak        (SOAK_SECONDS=60 SOAK_RATE=200 to change the run)
+ *
+ * Exits non-zero when an acknowledged send was lost or surfaced twice, and (loudly) on any
+ * unhandled rejection.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Mesh } from "../src/index.js";
-import { LocalNatsServer } from "../src/server/local-server.js";
+import { LocalNatsServer } from "../src/testing/index.js";
 import { SessionProcess } from "../test/harness/child.js";
 import { smallRetention } from "../test/harness/mesh.js";
+import { installFailureGuards, onFatal, sleep } from "./harness.js";
+
+installFailureGuards();
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 60);
 const RATE = Number(process.env.SOAK_RATE ?? 200);
@@ -19,6 +25,10 @@ const KEY = "agent:b:main";
 
 const dir = mkdtempSync(join(tmpdir(), "clawmesh-soak-"));
 const server = await LocalNatsServer.start({ storeDir: dir });
+onFatal(async () => {
+  await server.kill();
+  rmSync(dir, { recursive: true, force: true });
+});
 const prefix = "soak";
 const sender = await Mesh.connect({ servers: server.url, prefix, instance: "gw1", retention: smallRetention, connection: { maxReconnectAttempts: -1, reconnectTimeWait: 100 } });
 const acked = new Set<string>();
@@ -34,7 +44,7 @@ const sending = (async () => {
   while (Date.now() < end) {
     const batch = Array.from({ length: Math.max(1, Math.round(RATE / 10)) }, () => `s${n++}`);
     await Promise.all(batch.map((id) => sender.send({ id, from: "agent:a:main", to: KEY, body: id }).then(() => acked.add(id), () => failed.add(id))));
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
 })();
 
@@ -54,7 +64,7 @@ async function readFor(ms: number, kill: boolean): Promise<void> {
       p.send({ op: "confirm" });
       await p.expect("confirmed");
       shown.push(...t.messages.map((m) => m.id));
-      if (t.messages.length === 0) await new Promise((r) => setTimeout(r, 50));
+      if (t.messages.length === 0) await sleep(50);
     }
   } catch {
     // the server restart can end a reader mid-request; the next one carries on
@@ -75,7 +85,8 @@ const reading = (async () => {
   }
 })();
 
-await Promise.all([sending, reading]);
+// Both loops end by the clock; wait for both even if one failed, then fail on either.
+for (const s of await Promise.allSettled([sending, reading])) if (s.status === "rejected") throw s.reason;
 // Drain what is left with a well-behaved reader.
 for (let i = 0; i < 5; i++) await readFor(2000, false);
 
