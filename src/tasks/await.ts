@@ -12,8 +12,8 @@
  */
 import { sameSession, sessionKeyOf } from "../address/index.js";
 import type { Inbox, SessionWatcher } from "../inbox/index.js";
-import { Kinds, ReservedIds, TERMINAL_STATES, TaskCompleteBodySchema, type TaskRecord, type TaskState } from "../wire/index.js";
-import type { TaskRegistry } from "./registry.js";
+import { Kinds, ReservedIds, TERMINAL_STATES, TaskCompleteBodySchema, type Envelope, type TaskRecord, type TaskState } from "../wire/index.js";
+import type { StoredTask, TaskRegistry } from "./registry.js";
 
 export interface AwaitTarget {
   readonly taskId: string;
@@ -63,44 +63,118 @@ export interface AwaitDeps {
   readonly watcher: SessionWatcher;
 }
 
-export async function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[], opts: AwaitOptions): Promise<AwaitResult> {
-  const mode = opts.mode ?? "all";
-  const pending = new Map(targets.map((t) => [t.taskId, t]));
-  const done: FinishedItem[] = [];
-  const arrivals: { taskId: string; record: Pick<TaskRecord, "state" | "result" | "error"> & { assignee: string } }[] = [];
-  let wake: () => void = () => {};
+type Outcome = Pick<TaskRecord, "state" | "result" | "error"> & { assignee: string };
 
-  const stop = new AbortController();
-  const timer = setTimeout(() => stop.abort(), Math.max(0, opts.timeoutMs));
-  const onOuterAbort = () => stop.abort();
-  opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
-  stop.signal.addEventListener("abort", () => wake(), { once: true });
+export function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[], opts: AwaitOptions): Promise<AwaitResult> {
+  return new FanIn(deps, targets, opts).run();
+}
 
-  const off = deps.watcher.on((env) => {
-    if (env.kind !== Kinds.taskComplete || env.taskId === undefined || !pending.has(env.taskId)) return;
+/** One await: its targets, what has finished, and the wake-ups that move it on. */
+class FanIn {
+  private readonly mode: "all" | "any";
+  private readonly pending: Map<string, AwaitTarget>;
+  private readonly done: FinishedItem[] = [];
+  private readonly arrivals: { taskId: string; outcome: Outcome }[] = [];
+  private readonly stop = new AbortController();
+  private wake: () => void = () => {};
+  /** Back after a lost connection: re-read the registry for what is still pending. */
+  private recheck = false;
+
+  constructor(
+    private readonly deps: AwaitDeps,
+    targets: readonly AwaitTarget[],
+    private readonly opts: AwaitOptions,
+  ) {
+    this.mode = opts.mode ?? "all";
+    this.pending = new Map(targets.map((t) => [t.taskId, t]));
+  }
+
+  async run(): Promise<AwaitResult> {
+    const timer = setTimeout(() => this.stop.abort(), Math.max(0, this.opts.timeoutMs));
+    const onOuterAbort = () => this.stop.abort();
+    this.opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
+    this.stop.signal.addEventListener("abort", () => this.wake(), { once: true });
+    // The watcher is attached before the registry is read, so no completion slips between them.
+    const off = this.deps.watcher.on((env) => this.onEnvelope(env));
+    // The watcher replays what was stored while disconnected; decisions made meanwhile are re-read.
+    const offResume = this.deps.watcher.onResume(() => {
+      this.recheck = true;
+      this.wake();
+    });
+    try {
+      await this.settleDecided();
+      await this.waitForArrivals();
+      return { done: this.done, pending: await this.remaining(), timedOut: !this.satisfied() };
+    } finally {
+      off();
+      offResume();
+      clearTimeout(timer);
+      this.opts.signal?.removeEventListener("abort", onOuterAbort);
+    }
+  }
+
+  private onEnvelope(env: Envelope): void {
+    if (env.kind !== Kinds.taskComplete || env.taskId === undefined || !this.pending.has(env.taskId)) return;
     const body = TaskCompleteBodySchema.safeParse(env.body);
     if (!body.success) return;
-    arrivals.push({ taskId: env.taskId, record: body.data });
-    wake();
-  });
+    this.arrivals.push({ taskId: env.taskId, outcome: body.data });
+    this.wake();
+  }
 
-  // Back after a lost connection: completions decided meanwhile are read from the registry (the
-  // watcher also replays what was stored, from where it left off).
-  let recheck = false;
-  const offResume = deps.watcher.onResume(() => {
-    recheck = true;
-    wake();
-  });
+  private satisfied(): boolean {
+    return this.mode === "all" ? this.pending.size === 0 : this.done.length > 0 || this.pending.size === 0;
+  }
 
-  const settle = async (taskId: string, r: Pick<TaskRecord, "state" | "result" | "error"> & { assignee: string }, requesterIsMe: boolean) => {
-    const target = pending.get(taskId);
+  private async waitForArrivals(): Promise<void> {
+    while (!this.satisfied() && !this.stop.signal.aborted) {
+      if (this.arrivals.length === 0 && !this.recheck) await new Promise<void>((resolve) => (this.wake = resolve));
+      for (const a of this.arrivals.splice(0)) await this.settle(a.taskId, a.outcome, true);
+      if (this.recheck && !this.satisfied()) {
+        this.recheck = false;
+        await this.settleDecided();
+      }
+    }
+  }
+
+  /** Settle every pending target the registry already shows decided. */
+  private async settleDecided(): Promise<void> {
+    for (const t of [...this.pending.values()]) await this.settleIfDecided(t.taskId);
+  }
+
+  private async settleIfDecided(taskId: string): Promise<StoredTask | undefined> {
+    const stored = await this.deps.registry.get(taskId);
+    if (!stored || !TERMINAL_STATES.has(stored.record.state)) return stored;
+    const r = stored.record;
+    await this.settle(taskId, { state: r.state, result: r.result, error: r.error, assignee: sessionKeyOf(r.assignee) }, sameSession(r.requester, this.deps.inbox.session));
+    return undefined;
+  }
+
+  /** What is still pending at the end; one decided in the registry whose event was not seen yet is returned, not called pending. */
+  private async remaining(): Promise<PendingItem[]> {
+    const still: PendingItem[] = [];
+    for (const t of [...this.pending.values()]) {
+      const stored = this.deps.inbox.isOpen ? await this.settleIfDecided(t.taskId) : await this.deps.registry.get(t.taskId);
+      if (!this.pending.has(t.taskId)) continue;
+      still.push({
+        taskId: t.taskId,
+        ...(t.sessionKey !== undefined && { sessionKey: t.sessionKey }),
+        state: stored?.record.state ?? "unknown",
+        ...(stored && { assignee: sessionKeyOf(stored.record.assignee) }),
+      });
+    }
+    return still;
+  }
+
+  /** Record one finished target; a completion for this session is claimed so the inbox never shows it too. */
+  private async settle(taskId: string, r: Outcome, requesterIsMe: boolean): Promise<void> {
+    const target = this.pending.get(taskId);
     if (!target) return;
-    pending.delete(taskId);
+    this.pending.delete(taskId);
     let surfaced: FinishedItem["surfaced"] = "not-requester";
     if (requesterIsMe) {
       const id = ReservedIds.taskComplete(taskId);
-      if (await deps.inbox.claim(id)) surfaced = "await";
-      else surfaced = deps.inbox.surfaced(id) ? "earlier" : "inbox";
+      if (await this.deps.inbox.claim(id)) surfaced = "await";
+      else surfaced = this.deps.inbox.surfaced(id) ? "earlier" : "inbox";
     }
     const item: FinishedItem = {
       taskId,
@@ -111,52 +185,7 @@ export async function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[
       assignee: r.assignee,
       surfaced,
     };
-    done.push(item);
-    opts.onResult?.(item);
-  };
-  const satisfied = () => (mode === "all" ? pending.size === 0 : done.length > 0 || pending.size === 0);
-
-  const settleDecided = async () => {
-    for (const t of [...pending.values()]) {
-      const stored = await deps.registry.get(t.taskId);
-      if (stored && TERMINAL_STATES.has(stored.record.state)) {
-        const r = stored.record;
-        await settle(t.taskId, { state: r.state, result: r.result, error: r.error, assignee: sessionKeyOf(r.assignee) }, sameSession(r.requester, deps.inbox.session));
-      }
-    }
-  };
-
-  try {
-    await settleDecided();
-    while (!satisfied() && !stop.signal.aborted) {
-      if (arrivals.length === 0 && !recheck) await new Promise<void>((resolve) => (wake = resolve));
-      for (const a of arrivals.splice(0)) await settle(a.taskId, a.record, true);
-      if (recheck && !satisfied()) {
-        recheck = false;
-        await settleDecided();
-      }
-    }
-    const still: PendingItem[] = [];
-    for (const t of [...pending.values()]) {
-      const stored = await deps.registry.get(t.taskId);
-      // Decided in the registry but its event not seen yet: return it rather than call it pending.
-      if (stored && TERMINAL_STATES.has(stored.record.state) && deps.inbox.isOpen) {
-        const r = stored.record;
-        await settle(t.taskId, { state: r.state, result: r.result, error: r.error, assignee: sessionKeyOf(r.assignee) }, sameSession(r.requester, deps.inbox.session));
-        continue;
-      }
-      still.push({
-        taskId: t.taskId,
-        ...(t.sessionKey !== undefined && { sessionKey: t.sessionKey }),
-        state: stored?.record.state ?? "unknown",
-        ...(stored && { assignee: sessionKeyOf(stored.record.assignee) }),
-      });
-    }
-    return { done, pending: still, timedOut: !satisfied() };
-  } finally {
-    off();
-    offResume();
-    clearTimeout(timer);
-    opts.signal?.removeEventListener("abort", onOuterAbort);
+    this.done.push(item);
+    this.opts.onResult?.(item);
   }
 }
