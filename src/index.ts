@@ -12,6 +12,7 @@ export type { ChannelsClient } from "./client/channels.js";
 export type { ParkedClient } from "./client/parked.js";
 export type { AdminClient } from "./client/admin.js";
 export { MeshConfigSchema, type MeshConfig, type MeshConfigInput } from "./config.js";
+export { MeshAuthSchema, type MeshAuth } from "./transport/credentials.js";
 
 // Sessions, their runs and inboxes.
 export { MeshSession, type SendOptions, type SendOutcome, type DelegateOptions, type DelegateOutcome, type JsonBody } from "./session/index.js";

@@ -16,6 +16,7 @@ import type { Logger } from "./log.js";
 import { createMeshContext } from "./mesh-context.js";
 import { ENVELOPE_ID_RE, Kinds, createEnvelope } from "./wire/index.js";
 import { sendEnvelope, type Delivered } from "./inbox/index.js";
+import { connectionOptionsFor, type MeshAuth } from "./transport/credentials.js";
 import { MeshCore, type SessionRef } from "./client/core.js";
 import { SessionsClient } from "./client/sessions.js";
 import { TasksClient } from "./client/tasks.js";
@@ -29,7 +30,13 @@ export interface MeshConnectOptions extends MeshConfigInput {
   /** NATS servers, e.g. "nats://127.0.0.1:4222". */
   readonly servers?: string | string[];
   /**
-   * Extra NATS connection options (credentials, TLS, name...). Reconnection follows `reconnect`
+   * Credentials, TLS and the inbox prefix, validated (user/password, token, nkey seed file, creds
+   * file; TLS CA, certificate, key). The inbox prefix defaults to `_INBOX_<instance>`.
+   */
+  readonly auth?: MeshAuth;
+  /**
+   * Extra NATS connection options (name, timeouts...), which override what `auth` derives.
+   * Reconnection follows `reconnect`
    * (default: never give up, 250 ms between attempts); `maxReconnectAttempts`,
    * `reconnectTimeWait` or `reconnectJitter` given here override it.
    */
@@ -77,6 +84,7 @@ export class Mesh {
     const config = parseInput(MeshConfigSchema, opts, "mesh configuration");
     const nc = await connect({
       ...reconnectOptions(config.reconnect),
+      ...connectionOptionsFor(opts.auth, config.instance),
       ...opts.connection,
       servers: opts.servers ?? "nats://127.0.0.1:4222",
       noAsyncTraces: true,
@@ -101,7 +109,9 @@ export class Mesh {
 
   private static async build(nc: NatsConnection, config: MeshConfig, opts: MeshConnectOptions, owns: boolean): Promise<Mesh> {
     assertInstanceId(config.instance);
-    const ctx = await createMeshContext(nc, config, { ...(opts.logger && { logger: opts.logger }), ...(opts.connection?.inboxPrefix !== undefined && { inboxPrefix: opts.connection.inboxPrefix }) });
+    // The reply prefix this connection really uses (also for a caller's own connection).
+    const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
+    const ctx = await createMeshContext(nc, config, { ...(opts.logger && { logger: opts.logger }), ...(inboxPrefix !== undefined && { inboxPrefix }) });
     const mesh = new Mesh(new MeshCore(ctx), owns);
     if (opts.provision !== false) {
       await mesh.admin.provision();

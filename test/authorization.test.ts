@@ -25,7 +25,8 @@ function meshAs(instance: "gw-a" | "gw-b" | "gw-c"): Promise<Mesh> {
     servers: server.url,
     instance,
     prefix: PREFIX,
-    connection: { user: instance, pass: spec.instances[instance].password, inboxPrefix: inboxPrefixFor(instance) },
+    // The one auth story: the inbox prefix follows from the instance.
+    auth: { user: instance, password: spec.instances[instance].password },
     inbox: { fetchExpiresMs: 1000 },
   });
 }
@@ -54,7 +55,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, "auth.conf"), generateAuthorization(spec));
   server = await LocalNatsServer.start({ storeDir: join(dir, "store"), configFile: join(dir, "auth.conf") });
   // Provisioning is the operator's: instances can create nothing.
-  const ops = await Mesh.connect({ servers: server.url, instance: "ops", prefix: PREFIX, provision: false, connection: { user: "ops", pass: "secret-ops-123" } });
+  const ops = await Mesh.connect({ servers: server.url, instance: "ops", prefix: PREFIX, provision: false, auth: { user: "ops", password: "secret-ops-123" } });
   await ops.admin.provision("gw-a");
   await ops.admin.provision("gw-b");
   await ops.close();
@@ -169,5 +170,51 @@ describe("a neighbour with valid credentials", () => {
     const err = await meshAs("gw-c").catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "not_provisioned" });
     expect(String(err)).toContain("clawmesh provision");
+  });
+});
+
+describe("one auth story", () => {
+  it("accepts what the generated configuration needs and refuses an ambiguous or unreadable credential without echoing secrets", async () => {
+    const { connectionOptionsFor } = await import("../src/transport/credentials.js");
+    expect(connectionOptionsFor({ user: "gw-a", password: "secret-a-123" }, "gw-a").inboxPrefix).toBe("_INBOX_gw-a");
+    expect(connectionOptionsFor({ token: "t0ken-value" }, "gw-b").authenticator).toBeTypeOf("function");
+    expect(connectionOptionsFor({ tls: { caFile: "/etc/ssl/ca.pem" }, inboxPrefix: "_INBOX_custom" }, "gw-b")).toMatchObject({ tls: { caFile: "/etc/ssl/ca.pem" }, inboxPrefix: "_INBOX_custom" });
+    const both = (() => connectionOptionsFor({ user: "gw-a", password: "pw-secret-1", token: "tok-secret-2" }, "gw-a")).bind(null);
+    expect(both).toThrow(/give one of user\/password, token, nkeySeedFile or credsFile/);
+    expect(() => connectionOptionsFor({ user: "gw-a" }, "gw-a")).toThrow(/user and password go together/);
+    const missing = (() => {
+      try {
+        connectionOptionsFor({ credsFile: "/nonexistent/gw-a.creds" }, "gw-a");
+        return "no error";
+      } catch (e) {
+        return String(e);
+      }
+    })();
+    expect(missing).toMatch(/cannot read \/nonexistent\/gw-a.creds: ENOENT/);
+    try {
+      connectionOptionsFor({ user: "gw-a", password: "pw-secret-1", token: "tok-secret-2" }, "gw-a");
+    } catch (e) {
+      expect(String(e)).not.toMatch(/pw-secret-1|tok-secret-2/);
+    }
+  });
+
+  it("runs the OpenClaw plugin's connection on the generated credentials", async () => {
+    const { MeshRuntime } = await import("../src/openclaw/runtime.js");
+    const logs: string[] = [];
+    const runtime = new MeshRuntime(
+      { instance: "gw-b", servers: server.url, prefix: PREFIX, auth: { user: "gw-b", password: spec.instances["gw-b"].password } },
+      { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string) => logs.push(m) },
+    );
+    await runtime.start();
+    const run = await runtime.runFor("agent:plugin:main");
+    const sent = await run.send({ to: a.address({ sessionKey: "agent:main:main", instance: "gw-a" }), body: "from the plugin" });
+    expect(sent.status).toBe("sent");
+    await runtime.stop();
+    expect(logs.join("\n")).not.toContain(spec.instances["gw-b"].password);
+    const inbox = await a.sessions.openInbox("agent:main:main");
+    const batch = await inbox.take();
+    expect(batch.messages.map((m) => m.body)).toContain("from the plugin");
+    await batch.confirm();
+    await inbox.close();
   });
 });

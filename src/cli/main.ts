@@ -16,6 +16,7 @@ import { readFileSync } from "node:fs";
 import { generateAuthorization, type AuthSpec } from "../topology/index.js";
 import { join } from "node:path";
 import { Mesh } from "../mesh.js";
+import type { MeshAuth } from "../transport/credentials.js";
 import { MeshError } from "../errors.js";
 import { LocalNatsServer } from "../server/local-server.js";
 import { STATE_DIR, clearRunning, processAlive, readRunning, writeRunning } from "./state.js";
@@ -39,6 +40,15 @@ const options = {
   "no-confirm": { type: "boolean" },
   wait: { type: "string" },
   spec: { type: "string" },
+  user: { type: "string" },
+  password: { type: "string" },
+  token: { type: "string" },
+  nkey: { type: "string" },
+  creds: { type: "string" },
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "inbox-prefix": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -53,7 +63,26 @@ const USAGE = `usage: clawmesh <start|stop|status|provision|send|take|parked> [f
   clawmesh take --session SESSION_KEY [--max N] [--no-confirm]
   clawmesh parked list [--session SESSION_KEY] | clawmesh parked redrive SEQ
   clawmesh auth --spec SPEC.json          (prints nats-server authorization for the instances)
-common: --server URL  --instance ID  --prefix PREFIX`;
+common: --server URL  --instance ID  --prefix PREFIX
+credentials (or $CLAWMESH_USER/_PASSWORD/_TOKEN/_NKEY/_CREDS/_TLS_CA/_TLS_CERT/_TLS_KEY/_INBOX_PREFIX):
+  --user U --password P | --token T | --nkey SEED_FILE | --creds FILE   [--tls-ca F --tls-cert F --tls-key F]  [--inbox-prefix P]`;
+
+/** Credentials from flags, else the environment (never printed). */
+function authFrom(flags: Flags): MeshAuth {
+  const pick = (flag: string | undefined, env: string) => flag ?? process.env[`CLAWMESH_${env}`];
+  const tls = { caFile: pick(flags["tls-ca"], "TLS_CA"), certFile: pick(flags["tls-cert"], "TLS_CERT"), keyFile: pick(flags["tls-key"], "TLS_KEY") };
+  const defined = <T extends object>(o: T) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+  const hasTls = Object.values(tls).some((v) => v !== undefined);
+  return defined({
+    user: pick(flags.user, "USER"),
+    password: pick(flags.password, "PASSWORD"),
+    token: pick(flags.token, "TOKEN"),
+    nkeySeedFile: pick(flags.nkey, "NKEY"),
+    credsFile: pick(flags.creds, "CREDS"),
+    inboxPrefix: pick(flags["inbox-prefix"], "INBOX_PREFIX"),
+    ...(hasTls && { tls: defined(tls) }),
+  });
+}
 
 async function main(argv: string[]): Promise<number> {
   const { values: flags, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
@@ -134,6 +163,7 @@ async function withMesh(flags: Flags, fn: (mesh: Mesh) => Promise<void>): Promis
     // server the connection closes and an unacknowledged send is reported (with its id).
     reconnect: { maxAttempts: 20, timeWaitMs: 500 },
     sendRetryMs: 10_000,
+    auth: authFrom(flags),
     connection: { name: "clawmesh-cli" },
   });
   try {

@@ -1,12 +1,13 @@
 /** The plugin's configuration (`plugins.entries.clawmesh.config`): one zod schema, also the manifest's JSON Schema. */
 import { z } from "zod";
+import { MeshAuthSchema } from "../transport/credentials.js";
 
 export const PluginConfigSchema = z
   .object({
     /** This gateway's instance id: part of every session address (`agent:main:main` exists in every gateway). */
     instance: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/).describe("This gateway's instance id (a-z 0-9 _ -)"),
     servers: z.union([z.string(), z.array(z.string())]).optional().describe("NATS server URL(s); default nats://127.0.0.1:4222"),
-    credsFile: z.string().optional().describe("NATS credentials file for this instance"),
+    auth: MeshAuthSchema.optional().describe("How this gateway authenticates to NATS: user/password, token, nkeySeedFile or credsFile; TLS; inbox prefix (default _INBOX_<instance>)"),
     prefix: z.string().optional().describe("Subject prefix (default mesh)"),
     channelPolicyFile: z.string().optional().describe("JSON channel policy for announce overrides"),
     routeSessionsSend: z.boolean().optional().describe("Send built-in sessions_send calls through the mesh (default false)"),

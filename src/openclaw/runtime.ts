@@ -3,8 +3,6 @@
  * every session that is mid-turn, and the children's completions still waiting to be published.
  * Tools and hooks reach the mesh through here (spawn.ts also asks it about task keys and children).
  */
-import { readFileSync } from "node:fs";
-import { credsAuthenticator } from "@nats-io/transport-node";
 import { Mesh } from "../mesh.js";
 import { MeshError } from "../errors.js";
 import type { MeshSession } from "../session/index.js";
@@ -49,12 +47,12 @@ export class MeshRuntime {
       ...(this.config.channelPolicyFile !== undefined && { channelPolicyFile: this.config.channelPolicyFile }),
       // A gateway hosts its instance for long: it runs the janitor for its sessions.
       janitor: true,
+      ...(this.config.auth !== undefined && { auth: this.config.auth }),
       connection: {
         name: `clawmesh-openclaw-${this.config.instance}`,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 500,
         timeout: 3000,
-        ...(this.config.credsFile !== undefined && { authenticator: credsAuthenticator(readFileSync(this.config.credsFile)) }),
       },
     })
       .then((m) => {
