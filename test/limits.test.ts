@@ -45,4 +45,29 @@ describe("streams at their limits", () => {
     await inbox.close();
     expect(surfaced).toEqual(acknowledged);
   });
+
+  it("fills the parked stream to its limit: the take that cannot park gives its batch back, nothing is acknowledged, and the good message behind it is shown once when there is room", async () => {
+    const prefix = uniquePrefix();
+    const m = await suite.mesh(prefix, "gw1", { retention: { parkedMaxMessages: 1, parkedMaxBytes: 64 * 1024 } });
+    const ins = await inspect(suite.server, prefix);
+    const to = ins.address("agent:b:main", "gw1");
+    const subject = ins.names.inboxSubject(to, "gw1", "msg");
+    await ins.js.publish(subject, "garbage one");
+    await ins.js.publish(subject, "garbage two");
+    const good = await m.send({ from: "agent:a:main", to: "agent:b:main", body: "good" });
+    const inbox = await m.sessions.openInbox("agent:b:main");
+    const failed = await inbox.take().catch((e: unknown) => e);
+    expect(failed).toMatchObject({ code: "take_failed" });
+    expect((await ins.sessionConsumer(to))?.ack_floor.stream_seq).toBe(0);
+    expect((await m.parked.list()).map((p) => p.reason)).toEqual(["invalid_json"]);
+
+    // Room again (an operator removed the parked message): the garbage is parked, the good message shown.
+    const [first] = await m.parked.list();
+    await ins.jsm.streams.deleteMessage(ins.names.parkedStream("gw1"), first!.parkedSeq);
+    const batch = await inbox.take();
+    expect(batch.messages.map((x) => x.id)).toEqual([good.id]);
+    await batch.confirm();
+    expect((await inbox.take()).messages).toEqual([]);
+    await inbox.close();
+  });
 });

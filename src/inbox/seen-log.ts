@@ -6,13 +6,13 @@
  * It lives on the session's subject of the instance's seen stream, and it does three jobs:
  *
  * - **Fencing.** Every write is conditional on the last record this holder knows
- *   (`Nats-Expected-Last-Subject-Sequence`). A reader that takes a session over writes a snapshot
- *   first, so whatever the previous holder still tries to record (say after a partition heals) is
- *   refused by the server: that holder gets LeaseLostError and never acknowledges.
+ *   (`Nats-Expected-Last-Subject-Sequence`). A reader that opens a session writes a record first
+ *   (its fence), so whatever the previous holder still tries to record (say after a partition
+ *   heals) is refused by the server: that holder gets LeaseLostError and never acknowledges.
  * - **Compaction.** A snapshot is written with a subject rollup, which removes every earlier record
  *   of the session; after `MAX_DELTAS` deltas the next write is a snapshot again. Opening reads the
  *   last snapshot and the deltas after it (direct gets, no consumer): bounded by what the log must
- *   still hold, not by its history.
+ *   still hold (the ids the inbox's retention can still redeliver), not by its history.
  * - **Retention.** An id is kept while the inbox can still hold a copy of its message (the inbox's
  *   `max_age` plus the duplicate window); older ids are pruned at the next snapshot.
  */
@@ -59,13 +59,17 @@ export class SeenLog {
     this.stream = ctx.names.seenStream(session.instance);
   }
 
-  /** Load the log and fence it: from now on only this holder can append. */
+  /**
+   * Load the log and fence it: from now on only this holder can append. The fence is one small
+   * record (a snapshot instead when the deltas are due for compaction), so opening costs what the
+   * log holds now, never its history.
+   */
   static async open(ctx: MeshContext, session: SessionAddress): Promise<SeenLog> {
     for (let attempt = 1; ; attempt++) {
       const log = new SeenLog(ctx, session);
       await log.load();
       try {
-        await log.writeSnapshot();
+        await log.append([], undefined);
         return log;
       } catch (err) {
         // A previous holder's record landed between our read and our fence: read again.
@@ -94,7 +98,8 @@ export class SeenLog {
       await this.writeSnapshot();
       return;
     }
-    const seq = await this.publish({ v: 1, kind: "delta", groups: [{ at: now, ids: [...ids] }], ...(through !== undefined && { through }), base: this.base }, false);
+    // No snapshot yet (a young log): readers start from the subject's first record.
+    const seq = await this.publish({ v: 1, kind: "delta", groups: [{ at: now, ids: [...ids] }], ...(through !== undefined && { through }), ...(this.base > 0 && { base: this.base }) }, false);
     this.apply([{ at: now, ids: [...ids] }], through);
     this.lastSeq = seq;
     this.deltas++;
