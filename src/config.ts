@@ -58,6 +58,16 @@ export const RegistryTuningSchema = z.object({
   janitorIntervalMs: z.number().int().min(0).default(5_000),
 });
 
+export const TaskTuningSchema = z.object({
+  /**
+   * How long a delegation's request may take to be acknowledged by the assignee's inbox. A task
+   * still marked undelivered after this long is not alive: its delegation failed or its process
+   * died, and a retry with the same task id (or task key) takes it over. A delegation gives up
+   * retrying its publish after half of it.
+   */
+  deliveryGraceMs: z.number().int().min(100).default(20_000),
+});
+
 export const MeshConfigSchema = z.object({
   instance: z.string(),
   prefix: z.string().default("mesh"),
@@ -66,6 +76,7 @@ export const MeshConfigSchema = z.object({
   retention: RetentionSchema.prefault({}),
   inbox: InboxTuningSchema.prefault({}),
   registry: RegistryTuningSchema.prefault({}),
+  tasks: TaskTuningSchema.prefault({}),
   /** How long a send keeps retrying an unacknowledged publish (same envelope id) before failing. */
   sendRetryMs: z.number().int().min(0).default(30_000),
   /** JSON channel policy for announce overrides (default: $CLAWMESH_CHANNEL_POLICY; none: no overrides). */
@@ -76,6 +87,7 @@ export type MeshConfigInput = z.input<typeof MeshConfigSchema>;
 export type MeshConfig = z.output<typeof MeshConfigSchema>;
 export type Retention = z.output<typeof RetentionSchema>;
 export type InboxTuning = z.output<typeof InboxTuningSchema>;
+export type TaskTuning = z.output<typeof TaskTuningSchema>;
 
 /** Parse input with a zod schema, turning failures into one ValidationError naming each field. */
 export function parseInput<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {

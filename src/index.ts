@@ -14,7 +14,7 @@ export type { AdminClient } from "./client/admin.js";
 export { MeshConfigSchema, type MeshConfig, type MeshConfigInput } from "./config.js";
 
 // Sessions, their runs and inboxes.
-export { MeshSession, type SendOptions, type SendOutcome, type DelegateOptions, type DelegateOutcome, type JsonBody } from "./session/index.js";
+export { MeshSession, type SendOptions, type SendOutcome, type DelegateOptions, type DelegateOutcome, type DelegateHooks, type DelegateStep, type JsonBody } from "./session/index.js";
 export type { Inbox, InboxBatch, InboxMessage, InboxOptions, TakeOptions, ParkedMessage, ParkReason, Delivered } from "./inbox/index.js";
 export { parseSessionKey, sessionKeyOf, originalKeyOf, describeAddress, type SessionAddress } from "./address/index.js";
 export type { SessionFilter, WatchTarget } from "./registry/index.js";

@@ -47,7 +47,7 @@ export class MeshCore {
   }
 
   async taskKeys(): Promise<TaskKeys> {
-    return new TaskKeys(this.ctx.names, await this.services());
+    return new TaskKeys(this.ctx, await this.services());
   }
 
   /** Resolve a session reference to an address; bare keys belong to this instance. */

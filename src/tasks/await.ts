@@ -41,6 +41,8 @@ export interface PendingItem {
   /** The task's state now, or `unknown` when the registry has no entry (yet). */
   readonly state: TaskState | "unknown";
   readonly assignee?: string;
+  /** Set while the task's request is not confirmed in the assignee's inbox: `undelivered` means nobody received it. */
+  readonly delivery?: "sending" | "undelivered";
 }
 
 export interface AwaitResult {
@@ -129,11 +131,13 @@ export async function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[
         await settle(t.taskId, { state: r.state, result: r.result, error: r.error, assignee: sessionKeyOf(r.assignee) }, sameSession(r.requester, deps.inbox.session));
         continue;
       }
+      const delivery = stored && deps.registry.delivery(stored.record);
       still.push({
         taskId: t.taskId,
         ...(t.sessionKey !== undefined && { sessionKey: t.sessionKey }),
         state: stored?.record.state ?? "unknown",
         ...(stored && { assignee: sessionKeyOf(stored.record.assignee) }),
+        ...(delivery !== undefined && delivery !== "delivered" && { delivery }),
       });
     }
     return { done, pending: still, timedOut: !satisfied() };
