@@ -66,6 +66,10 @@ export const TaskTuningSchema = z.object({
    * retrying its publish after half of it.
    */
   deliveryGraceMs: z.number().int().min(100).default(20_000),
+  /** First delay before a completion that could not be delivered (requester inbox full or unreachable) is retried. */
+  notifyRetryMinMs: z.number().int().min(10).default(1_000),
+  /** Longest delay between retries of an undelivered completion (the delay doubles up to it). */
+  notifyRetryMaxMs: z.number().int().min(10).default(60_000),
 });
 
 export const MeshConfigSchema = z.object({

@@ -20,7 +20,7 @@ export { parseSessionKey, sessionKeyOf, originalKeyOf, describeAddress, type Ses
 export type { SessionFilter, WatchTarget } from "./registry/index.js";
 
 // Tasks.
-export type { AwaitTarget, AwaitResult, FinishedItem, PendingItem, FinishOutcome, FinishState, FinishHooks, FinishRequest } from "./tasks/index.js";
+export type { AwaitTarget, AwaitResult, FinishedItem, PendingItem, FinishOutcome, FinishState, FinishHooks, FinishRequest, PendingNotification } from "./tasks/index.js";
 
 // Records and wire types a caller reads.
 export {

@@ -1,10 +1,11 @@
 /**
- * Task creation under crashes and refusals: no task-key entry without its task, and no record
- * claiming a request nobody received.
+ * Task creation and completion under crashes and refusals: no task-key entry without its task, no
+ * record claiming a request nobody received, and a completion whose requester cannot take it yet
+ * is kept and delivered once, in the background, when room appears.
  */
 import { describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
-import { PayloadTooLargeError, UnknownInstanceError, meshTools, parseSessionKey, type InboxMessage, type MeshSession, type MeshTool } from "../src/index.js";
+import { PayloadTooLargeError, StreamRefusedError, UnknownInstanceError, meshTools, parseSessionKey, type InboxMessage, type MeshSession, type MeshTool } from "../src/index.js";
 import { Kinds, ReservedIds, TaskKeyEntrySchema, TaskRecordSchema } from "../src/wire/index.js";
 import { inspect, uniquePrefix } from "./harness/mesh.js";
 import { useServer } from "./harness/suite.js";
@@ -226,5 +227,62 @@ describe("delegations refused at delivery", () => {
     expect(await m.tasks.get("audit-1")).toMatchObject({ delivered: true });
     expect((await storedIds(prefix, "gw1")).get(ReservedIds.taskRequest("audit-1"))).toBe(1);
     await boss.close();
+  });
+});
+
+describe("a requester whose inbox is full", () => {
+  it("gets the decision back with the notification pending, lets a new assignee mesh connect, and receives the completion once when room appears", async () => {
+    const prefix = uniquePrefix();
+    const retry = { notifyRetryMinMs: 50, notifyRetryMaxMs: 400 };
+    const req = await suite.mesh(prefix, "gw-req", { retention: { maxMessages: 3 } });
+    const work = await suite.mesh(prefix, "gw-work", { tasks: retry });
+    const boss = await req.sessions.open("agent:boss:main");
+    const t = await boss.delegate({ to: parseSessionKey("agent:worker:main", "gw-work"), message: "the report" });
+
+    // Fill the requester's inbox until its stream refuses.
+    const fillers: number[] = [];
+    for (;;) {
+      const sent = await req.send({ from: "agent:filler:main", to: "agent:boss:main", body: `filler ${fillers.length}` }).catch((e: unknown) => e);
+      if (sent instanceof StreamRefusedError) break;
+      fillers.push((sent as { seq: number }).seq);
+    }
+    expect(fillers).toHaveLength(3);
+
+    const worker = await work.sessions.open("agent:worker:main");
+    expect((await nextMessages(worker)).map((x) => x.taskId)).toEqual([t.taskId]);
+    const out = await worker.complete({ taskId: t.taskId, state: "completed", result: "the numbers" });
+    expect(out).toMatchObject({ outcome: "finished", notified: false, notification: "pending", record: { state: "completed" } });
+    expect(await req.tasks.get(t.taskId)).toMatchObject({ state: "completed", notified: false });
+    expect(work.tasks.pendingNotifications()).toEqual([
+      expect.objectContaining({ taskId: t.taskId, state: "completed", requester: "agent:boss:main", requesterInstance: "gw-req", lastError: expect.stringMatching(/^stream_refused: /) }),
+    ]);
+    const told = await tool("mesh_complete").execute({ taskId: t.taskId, status: "completed", result: "the numbers" }, { session: worker });
+    expect(told.details).toMatchObject({ outcome: "already", notification: "pending" });
+    expect(told.text).toContain("could NOT be notified yet (its inbox is full or unreachable); the outcome is recorded, and the mesh keeps retrying in the background");
+
+    // Another process of the assignee's instance connects: its recovery cannot deliver either, and
+    // connecting neither fails nor waits for it.
+    const again = await suite.mesh(prefix, "gw-work", { tasks: retry });
+    expect(await again.tasks.recover()).toEqual([]);
+    expect(again.tasks.pendingNotifications().map((p) => p.taskId)).toEqual([t.taskId]);
+    const ins = await inspect(suite.server, prefix);
+    const completions = () => ins.storedInbox("gw-req", ins.names.inboxSubject(boss.address, "gw-work", Kinds.taskComplete));
+    expect(await completions()).toBe(0);
+
+    // Room appears: the requester is shown its messages and confirms them, and they are removed
+    // (limits retention keeps confirmed messages until max_age; an operator deletes them here).
+    const shown = await nextMessages(boss);
+    expect(shown.map((x) => x.body)).toEqual(["filler 0", "filler 1", "filler 2"]);
+    const stream = ins.names.inboxStream("gw-req");
+    for (const seq of fillers) await ins.jsm.streams.deleteMessage(stream, seq);
+
+    // Nothing more is called: the background retries deliver it, and the requester sees it once.
+    const arrived = await nextMessages(boss);
+    expect(arrived.map((x) => [x.kind, x.taskId, (x.body as { result?: unknown }).result])).toEqual([[Kinds.taskComplete, t.taskId, "the numbers"]]);
+    await until(async () => ((await req.tasks.get(t.taskId))?.notified ? true : undefined), "the record to be marked notified");
+    await until(async () => (work.tasks.pendingNotifications().length + again.tasks.pendingNotifications().length === 0 ? true : undefined), "both notifiers to be done");
+    expect(await completions()).toBe(1);
+    expect((await boss.take()).messages).toEqual([]);
+    await Promise.all([worker.close(), boss.close()]);
   });
 });

@@ -388,7 +388,7 @@ export class MeshSession {
     input: { taskId: string; state: FinishState; result?: JsonBody; error?: string; action?: Action } & RouteOverrides,
     hooks?: FinishHooks,
   ): Promise<FinishOutcome> {
-    const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions }, { ...input, by: this.address }, hooks);
+    const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions, notifier: this.services.notifier }, { ...input, by: this.address }, hooks);
     this.openTaskOrigins.delete(input.taskId);
     return out;
   }

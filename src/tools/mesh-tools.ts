@@ -200,13 +200,18 @@ export const meshComplete = defineTool({
       ...(p.announceThreadId !== undefined && { announceThreadId: p.announceThreadId }),
     });
     const r = out.record;
+    const requester = sessionKeyOf(r.requester);
+    const pending = out.notification === "pending";
+    const notYet = ` The requester (${requester}) could NOT be notified yet (its inbox is full or unreachable); the outcome is recorded, and the mesh keeps retrying in the background until the result is delivered, once.`;
     const text =
       out.outcome === "finished"
-        ? `Task ${p.taskId} is now ${r.state}; the requester (${sessionKeyOf(r.requester)}) has been notified${r.action === "announce" ? " and the result is being posted where the conversation started" : r.action === "skip" ? " (silently: nothing posted)" : ""}. Nothing more to do for it.`
+        ? pending
+          ? `Task ${p.taskId} is now ${r.state}.${notYet} Nothing more to do for it.`
+          : `Task ${p.taskId} is now ${r.state}; the requester (${requester}) has been notified${r.action === "announce" ? " and the result is being posted where the conversation started" : r.action === "skip" ? " (silently: nothing posted)" : ""}. Nothing more to do for it.`
         : out.outcome === "already"
-          ? `Task ${p.taskId} was already ${r.state} with this same outcome; nothing changed (completing twice is harmless).`
+          ? `Task ${p.taskId} was already ${r.state} with this same outcome; nothing changed (completing twice is harmless).${pending ? notYet : ""}`
           : `Task ${p.taskId} had already been finished as ${r.state} by ${r.finishedBy ?? "another writer"}; your outcome was NOT recorded. Recorded result: ${bodyText(r.result ?? r.error ?? "")}`;
-    return { ok: out.outcome !== "conflict", text, details: { outcome: out.outcome, taskId: p.taskId, state: r.state, result: r.result, error: r.error } };
+    return { ok: out.outcome !== "conflict", text, details: { outcome: out.outcome, taskId: p.taskId, state: r.state, result: r.result, error: r.error, notification: out.notification } };
   },
 });
 
