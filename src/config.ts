@@ -76,6 +76,20 @@ export const ReconnectSchema = z.object({
   jitterMs: z.number().int().min(0).max(60_000).default(100),
 });
 
+export const TaskTuningSchema = z.object({
+  /**
+   * How long a delegation's request may take to be acknowledged by the assignee's inbox. A task
+   * still marked undelivered after this long is not alive: its delegation failed or its process
+   * died, and a retry with the same task id (or task key) takes it over. A delegation gives up
+   * retrying its publish after half of it.
+   */
+  deliveryGraceMs: z.number().int().min(100).default(20_000),
+  /** First delay before a completion that could not be delivered (requester inbox full or unreachable) is retried. */
+  notifyRetryMinMs: z.number().int().min(10).default(1_000),
+  /** Longest delay between retries of an undelivered completion (the delay doubles up to it). */
+  notifyRetryMaxMs: z.number().int().min(10).default(60_000),
+});
+
 export const MeshConfigSchema = z.object({
   instance: z.string(),
   prefix: z.string().default("mesh"),
@@ -85,6 +99,7 @@ export const MeshConfigSchema = z.object({
   inbox: InboxTuningSchema.prefault({}),
   registry: RegistryTuningSchema.prefault({}),
   reconnect: ReconnectSchema.prefault({}),
+  tasks: TaskTuningSchema.prefault({}),
   /** How long a send keeps retrying an unacknowledged publish (same envelope id) before failing. */
   sendRetryMs: z.number().int().min(0).default(30_000),
   /** JSON channel policy for announce overrides (default: $CLAWMESH_CHANNEL_POLICY; none: no overrides). */
@@ -96,6 +111,7 @@ export type MeshConfig = z.output<typeof MeshConfigSchema>;
 export type Retention = z.output<typeof RetentionSchema>;
 export type InboxTuning = z.output<typeof InboxTuningSchema>;
 export type ReconnectPolicy = z.output<typeof ReconnectSchema>;
+export type TaskTuning = z.output<typeof TaskTuningSchema>;
 
 /** Parse input with a zod schema, turning failures into one ValidationError naming each field. */
 export function parseInput<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {

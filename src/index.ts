@@ -15,13 +15,13 @@ export { MeshConfigSchema, type MeshConfig, type MeshConfigInput } from "./confi
 export { MeshAuthSchema, type MeshAuth } from "./transport/credentials.js";
 
 // Sessions, their runs and inboxes.
-export { MeshSession, type SendOptions, type SendOutcome, type DelegateOptions, type DelegateOutcome, type JsonBody } from "./session/index.js";
+export { MeshSession, type SendOptions, type SendOutcome, type DelegateOptions, type DelegateOutcome, type DelegateHooks, type DelegateStep, type JsonBody } from "./session/index.js";
 export type { Inbox, InboxBatch, InboxMessage, InboxOptions, TakeOptions, ParkedMessage, ParkReason, Delivered } from "./inbox/index.js";
 export { parseSessionKey, sessionKeyOf, originalKeyOf, describeAddress, type SessionAddress } from "./address/index.js";
 export type { SessionFilter, WatchTarget } from "./registry/index.js";
 
 // Tasks.
-export type { AwaitTarget, AwaitResult, FinishedItem, PendingItem, FinishOutcome, FinishState, FinishHooks, FinishRequest } from "./tasks/index.js";
+export type { AwaitTarget, AwaitResult, FinishedItem, PendingItem, FinishOutcome, FinishState, FinishHooks, FinishRequest, PendingNotification } from "./tasks/index.js";
 
 // Records and wire types a caller reads.
 export {

@@ -115,8 +115,9 @@ export class Mesh {
     const mesh = new Mesh(new MeshCore(ctx), owns);
     if (opts.provision !== false) {
       await mesh.admin.provision();
-      // Finish any completion a crash left half-written (decided in the registry, event unsent).
-      await mesh.tasks.recover();
+      // Finish any completion a crash left half-written (decided in the registry, event unsent):
+      // in the background, task by task, so connecting never waits for (or fails on) a requester.
+      mesh.#core.notifier.startRecovery();
     }
     if (opts.janitor === true) await mesh.admin.startJanitor();
     return mesh;
@@ -170,6 +171,7 @@ export class Mesh {
 
   async close(): Promise<void> {
     await this.admin.stop();
+    await this.#core.notifier.stop();
     this.#core.ctx.ingest.close();
     if (this.#ownsConnection) await this.#core.ctx.nc.close();
   }

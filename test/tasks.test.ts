@@ -269,7 +269,7 @@ describe("finishing a task", () => {
 
     const recovering = await SessionProcess.start({ url: server.url, prefix, instance: "gw1" });
     recovering.send({ op: "recover-tasks" });
-    expect((await recovering.expect("recovered")).taskIds).toEqual([]); // its own connect already repaired it
+    expect((await recovering.expect("recovered")).taskIds).toEqual([]); // the recovery its connect started already repaired it
     await recovering.close();
     expect(await m.tasks.get(t.taskId)).toMatchObject({ state: "completed", notified: true });
     expect(await m.tasks.recover()).toEqual([]);

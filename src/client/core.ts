@@ -7,7 +7,7 @@ import { InvalidAddressError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { Directory, SessionRegistry, Watches } from "../registry/index.js";
 import { TaskKeys, type MeshServices } from "../session/index.js";
-import { TaskRegistry, type FinishDeps } from "../tasks/index.js";
+import { CompletionNotifier, TaskRegistry, type FinishDeps } from "../tasks/index.js";
 import { KvStore } from "../topology/index.js";
 import { TaskKeyEntrySchema } from "../wire/index.js";
 
@@ -20,7 +20,12 @@ export class MeshCore {
   private servicesHandle: Promise<MeshServices> | undefined;
   private readonly keyCache = new Map<string, SessionAddress>();
 
-  constructor(readonly ctx: MeshContext) {}
+  /** Retries undeliverable completions and runs recovery in the background; stopped by `mesh.close()`. */
+  readonly notifier: CompletionNotifier;
+
+  constructor(readonly ctx: MeshContext) {
+    this.notifier = new CompletionNotifier(ctx, async () => (await this.services()).tasks);
+  }
 
   get instance(): string {
     return this.ctx.config.instance;
@@ -36,6 +41,7 @@ export class MeshCore {
         sessions: await SessionRegistry.open(this.ctx, watches),
         directory: await Directory.open(this.ctx),
         taskKeys: await KvStore.open(this.ctx, this.ctx.names.taskKeyBucket(), TaskKeyEntrySchema),
+        notifier: this.notifier,
       };
     })();
     return this.servicesHandle;
@@ -43,11 +49,11 @@ export class MeshCore {
 
   async finishDeps(): Promise<FinishDeps> {
     const s = await this.services();
-    return { ctx: this.ctx, tasks: s.tasks, sessions: s.sessions };
+    return { ctx: this.ctx, tasks: s.tasks, sessions: s.sessions, notifier: this.notifier };
   }
 
   async taskKeys(): Promise<TaskKeys> {
-    return new TaskKeys(this.ctx.names, await this.services());
+    return new TaskKeys(this.ctx, await this.services());
   }
 
   /** Resolve a session reference to an address; bare keys belong to this instance. */

@@ -2,7 +2,7 @@
 import { TERMINAL_STATES, type Envelope, type TaskRecord } from "../wire/index.js";
 import type { SessionAddress } from "../address/index.js";
 import { childTaskId } from "../session/index.js";
-import { finishTask, notifyRequester, recoverTasks, type FinishHooks, type FinishOutcome, type FinishRequest, type FinishState } from "../tasks/index.js";
+import { finishTask, notifyRequester, type FinishHooks, type FinishOutcome, type FinishRequest, type FinishState, type PendingNotification } from "../tasks/index.js";
 import type { MeshCore, SessionRef } from "./core.js";
 
 export type FinishInput = Omit<FinishRequest, "by"> & { readonly by: SessionRef };
@@ -19,6 +19,8 @@ export class TasksClient {
   /**
    * Declare a task finished on behalf of its assignee session (no lease needed: the registry's
    * compare-and-set decides between concurrent writers). The same path as a session's `complete`.
+   * Returns the decision even when the requester could not be told yet (`notification: "pending"`:
+   * the completion is retried in the background, see `pendingNotifications()`).
    */
   async finish(input: FinishInput, hooks?: FinishHooks): Promise<FinishOutcome> {
     return finishTask(await this.core.finishDeps(), { ...input, by: this.core.address(input.by) }, hooks);
@@ -57,10 +59,23 @@ export class TasksClient {
     });
   }
 
-  /** Republish completions of tasks assigned to this instance that a crash left unpublished. */
+  /**
+   * Republish completions of tasks assigned to this instance that a crash left unpublished, task by
+   * task (after the background pass run at connect). Returns the task ids republished now; tasks
+   * whose requester still cannot take them are retried in the background (`pendingNotifications()`).
+   */
   async recover(): Promise<string[]> {
-    const s = await this.core.services();
-    return recoverTasks(this.core.ctx, s.tasks);
+    return this.core.notifier.recover();
+  }
+
+  /**
+   * Decided tasks of this instance whose completion could not be delivered yet (requester inbox
+   * full, requester unreachable), as this process knows them (its own finishes, and what its
+   * recovery found): each with its last error and when it is tried next. Retried in the background
+   * until delivered or this mesh is closed.
+   */
+  pendingNotifications(): PendingNotification[] {
+    return this.core.notifier.pending();
   }
 
   /** Make sure a decided task's requester was told (help a finisher that crashed between the writes). */
@@ -69,6 +84,7 @@ export class TasksClient {
     const task = await tasks.get(taskId);
     if (!task || !TERMINAL_STATES.has(task.record.state) || task.record.notified) return false;
     await notifyRequester(this.core.ctx, tasks, task);
+    this.core.notifier.delivered(taskId);
     return true;
   }
 

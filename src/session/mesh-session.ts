@@ -11,7 +11,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index.js";
-import { MeshError } from "../errors.js";
+import { InvalidAddressError, MeshError, PayloadTooLargeError, UnknownInstanceError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { sendEnvelope, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
 import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, type Action, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState, type TurnOutcome } from "../wire/index.js";
@@ -19,7 +19,9 @@ import type { MeshServices } from "./services.js";
 import { resolveDeliveryTarget, type RouteOverrides } from "../handoff/index.js";
 import type { Origin } from "../wire/index.js";
 import { TaskKeys } from "./spawn.js";
-import { awaitTasks, finishTask, type AwaitResult, type AwaitTarget, type FinishHooks, type FinishOutcome, type FinishState, type FinishedItem, type TaskRegistry } from "../tasks/index.js";
+import { StoreContentionError } from "../topology/index.js";
+import { StreamRefusedError } from "../transport/ingest.js";
+import { awaitTasks, finishTask, type AwaitResult, type AwaitTarget, type FinishHooks, type FinishOutcome, type FinishState, type FinishedItem, type StoredTask, type TaskRegistry } from "../tasks/index.js";
 
 export type JsonBody = Envelope["body"];
 
@@ -67,6 +69,34 @@ export interface DelegateOutcome {
   readonly finished?: FinishedItem;
   readonly state: TaskState;
 }
+
+/** A point in a delegation's writes (instrumentation, e.g. for crash tests). */
+export type DelegateStep =
+  /** The task record exists (`delivered: false`): created, or taken over from a delegation that never delivered. */
+  | "record-created"
+  /** The task-key entry points at the new task. */
+  | "key-written"
+  /** The stream acknowledged the task.request in the assignee's inbox. */
+  | "request-delivered"
+  /** The record says `delivered: true`. */
+  | "marked-delivered"
+  /** A task key matched a live, delivered task: nothing was written or sent. */
+  | "reused";
+
+export interface DelegateHooks {
+  /** Instrumentation: runs after each step of a delegation. */
+  readonly onStep?: (step: DelegateStep, at: { readonly taskId: string }) => void | Promise<void>;
+}
+
+/** How a delegation holds its task record: ours to send, ours and delivered already, or another delegation's. */
+type Claim = { readonly kind: "claimed" | "existing" | "in-use"; readonly stored: StoredTask };
+
+/** Errors after which the assignee's inbox certainly holds nothing: the request was refused or never published. */
+function nothingStored(err: unknown): boolean {
+  return err instanceof UnknownInstanceError || err instanceof PayloadTooLargeError || err instanceof StreamRefusedError || err instanceof InvalidAddressError;
+}
+
+const MAX_CLAIM_ATTEMPTS = 32;
 
 export class InvalidTaskActionError extends MeshError {
   constructor(message: string) {
@@ -189,28 +219,72 @@ export class MeshSession {
     return sendEnvelope(this.ctx, createEnvelope({ kind: Kinds.reply, from: this.address, to: to.from, correlationId: to.id, body }));
   }
 
-  /** Create a task for another session and send it the request. */
-  async delegate(opts: DelegateOptions): Promise<DelegateOutcome> {
-    let to = opts.to;
-    let taskId = opts.taskId ?? randomUUID();
-    if (opts.taskKey) {
-      const k = opts.taskKey;
-      const r = await new TaskKeys(this.ctx.names, this.services).resolve({ taskKey: k.key, agent: k.agent, instance: k.instance, ...(k.forceNew && { forceNew: true }), ...(to && { session: to }) });
-      if (r.reused) {
-        const existing = await this.registry.get(r.taskId);
-        return { taskId: r.taskId, assignee: r.session, reused: true, state: existing?.record.state ?? "submitted" };
-      }
-      to = r.session;
-      taskId = r.taskId;
+  /**
+   * Create a task for another session and send it the request. The task record is written first
+   * (`delivered: false`), the request next, then the record is marked delivered: a delegation whose
+   * request was refused (unknown instance, oversize, full inbox) removes its record again, so a
+   * retry with the same task id starts afresh; one whose request may or may not have been stored
+   * (no acknowledgement) leaves it undelivered, and a retry with the same id sends it again.
+   */
+  async delegate(opts: DelegateOptions, hooks: DelegateHooks = {}): Promise<DelegateOutcome> {
+    if (opts.taskKey) return this.delegateByKey(opts.taskKey, opts, hooks);
+    if (!opts.to) throw new InvalidTaskActionError("delegate needs a target session (or a task key with an agent)");
+    const taskId = opts.taskId ?? randomUUID();
+    const claim = await this.claimRecord(await this.newRecord(opts.to, taskId, opts));
+    if (claim.kind === "in-use") {
+      const sending = this.registry.delivery(claim.stored.record) === "sending";
+      throw new InvalidTaskActionError(`task id ${taskId} is ${sending ? "being delegated by another session right now" : "already used by another delegation"}`);
     }
-    if (!to) throw new InvalidTaskActionError("delegate needs a target session (or a task key with an agent)");
-    return this.delegateTo(to, taskId, opts);
+    if (claim.kind === "existing") return this.outcome(taskId, opts.to, claim.stored.record.state, opts);
+    await hooks.onStep?.("record-created", { taskId });
+    return this.deliver(claim.stored, opts.to, opts, hooks);
   }
 
-  private async delegateTo(to: SessionAddress, taskId: string, opts: DelegateOptions): Promise<DelegateOutcome> {
+  /** A delegation with a task key: reuse the live task of the key, or create one and point the key at it. */
+  private async delegateByKey(k: NonNullable<DelegateOptions["taskKey"]>, opts: DelegateOptions, hooks: DelegateHooks): Promise<DelegateOutcome> {
+    const keys = new TaskKeys(this.ctx, this.services);
+    const key = keys.entryKey({ taskKey: k.key, agent: k.agent, instance: k.instance });
+    let forceNew = k.forceNew === true;
+    for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
+      const entry = await keys.entry(key);
+      let session: SessionAddress | undefined;
+      if (entry && !forceNew) {
+        const v = await keys.settle(entry, this.signalFor(opts.signal));
+        if (v.kind === "reuse") return this.reused(v.session, v.taskId, hooks);
+        if (v.kind === "takeover") {
+          // Its request never reached the session: send it again under the same task id.
+          const claim = await this.claimRecord(await this.newRecord(v.session, v.taskId, opts));
+          if (claim.kind === "existing") return this.reused(v.session, v.taskId, hooks);
+          if (claim.kind === "in-use") continue; // another delegation took it over first: look again
+          await hooks.onStep?.("record-created", { taskId: v.taskId });
+          return this.deliver(claim.stored, v.session, opts, hooks, () => keys.remove(entry));
+        }
+        // The entry's task record is gone: a new task for its (live) session. Closed: a new session.
+        session = v.session;
+      }
+      session ??= opts.to ?? keys.newSession(k.agent, k.instance);
+      const taskId = randomUUID();
+      // The record first: an entry never points at a task that was not created.
+      const claim = await this.claimRecord(await this.newRecord(session, taskId, opts));
+      if (claim.kind !== "claimed") continue;
+      await hooks.onStep?.("record-created", { taskId });
+      const written = await keys.write(key, entry, session, k.key, taskId);
+      if (!written) {
+        // Another delegation won the entry: drop this record (its request was never sent) and use theirs.
+        await this.removeRecord(claim.stored);
+        forceNew = false;
+        continue;
+      }
+      await hooks.onStep?.("key-written", { taskId });
+      return this.deliver(claim.stored, session, opts, hooks, () => keys.remove(written));
+    }
+    throw new StoreContentionError(this.ctx.names.taskKeyBucket(), key, MAX_CLAIM_ATTEMPTS);
+  }
+
+  private async newRecord(to: SessionAddress, taskId: string, opts: DelegateOptions): Promise<TaskRecord> {
     const origin = await this.effectiveOrigin(opts);
     const now = new Date().toISOString();
-    const record: TaskRecord = {
+    return {
       v: 1,
       taskId,
       requester: this.address,
@@ -220,18 +294,92 @@ export class MeshSession {
       createdAt: now,
       updatedAt: now,
       notified: false,
+      delivered: false,
       ...(origin && { origin }),
     };
-    const existing = await this.registry.get(taskId);
-    if (existing && !(sameSession(existing.record.requester, this.address) && sameSession(existing.record.assignee, to))) {
-      throw new InvalidTaskActionError(`task id ${taskId} is already used by another delegation`);
+  }
+
+  /**
+   * Hold the task record for this delegation: create it; or, when the id exists, tell whether it is
+   * this same delegation (delivered: `existing`; not confirmed: a retry, sent again), another
+   * delegation's (`in-use`), or one whose request never arrived after the grace (taken over).
+   */
+  private async claimRecord(record: TaskRecord): Promise<Claim> {
+    for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
+      const existing = await this.registry.get(record.taskId);
+      if (!existing) {
+        const created = await this.registry.create(record);
+        if (created) return { kind: "claimed", stored: created };
+        continue;
+      }
+      const r = existing.record;
+      const mine = sameSession(r.requester, record.requester) && sameSession(r.assignee, record.assignee);
+      const delivery = this.registry.delivery(r);
+      if (delivery === "delivered") return { kind: mine ? "existing" : "in-use", stored: existing };
+      if (!mine && delivery === "sending") return { kind: "in-use", stored: existing };
+      // This delegation's own unconfirmed attempt (a retry), or anyone's that never arrived: send
+      // it again under the same id. The write restarts the grace, so nobody takes it over meanwhile.
+      const next: TaskRecord = mine ? { ...r, updatedAt: record.updatedAt } : record;
+      if (existing.key === this.ctx.names.taskRecordKey(record)) {
+        const written = await this.registry.replace(existing, next);
+        if (written) return { kind: "claimed", stored: written };
+        continue;
+      }
+      // Held under another key (a delegation between other instances): remove it, then create ours.
+      if (await this.registry.remove(existing)) {
+        const created = await this.registry.create(record);
+        if (created) return { kind: "claimed", stored: created };
+      }
     }
-    if (!existing && !(await this.registry.create(record))) throw new InvalidTaskActionError(`task id ${taskId} was taken by another delegation just now`);
+    throw new StoreContentionError(this.ctx.names.taskBucket(), record.taskId, MAX_CLAIM_ATTEMPTS);
+  }
+
+  /**
+   * Send the task.request of a claimed record (envelope id `tr-<taskId>`, so a repeat is a
+   * duplicate), then mark the record delivered. A refused request removes the record (and, through
+   * `onRefused`, the task-key entry pointing at it) at the revision this delegation wrote.
+   */
+  private async deliver(stored: StoredTask, to: SessionAddress, opts: DelegateOptions, hooks: DelegateHooks, onRefused?: () => Promise<unknown>): Promise<DelegateOutcome> {
+    const r = stored.record;
+    const taskId = r.taskId;
     const body: TaskRequestBody = { taskId, message: opts.message };
-    await sendEnvelope(this.ctx, createEnvelope({ id: ReservedIds.taskRequest(taskId), kind: Kinds.taskRequest, from: this.address, to, taskId, ...(origin && { origin }), body, sentAt: now }));
+    // Stop retrying while the grace still covers the attempt, so nobody takes over a live delegation.
+    const retryForMs = Math.min(this.ctx.config.sendRetryMs, Math.floor(this.registry.deliveryGraceMs / 2));
+    try {
+      await sendEnvelope(this.ctx, createEnvelope({ id: ReservedIds.taskRequest(taskId), kind: Kinds.taskRequest, from: this.address, to, taskId, ...(r.origin && { origin: r.origin }), body, sentAt: r.updatedAt }), { retryForMs });
+    } catch (err) {
+      if (nothingStored(err)) {
+        await onRefused?.().catch((e: unknown) => this.ctx.logger.warn({ err: e, taskId }, "could not remove the task key entry of a refused delegation"));
+        await this.removeRecord(stored);
+      }
+      throw err;
+    }
+    await hooks.onStep?.("request-delivered", { taskId });
+    try {
+      await this.registry.markDelivered(stored);
+    } catch (err) {
+      // The request is stored: the assignee acts on it either way; a retry with the same id is a duplicate.
+      this.ctx.logger.warn({ err, taskId }, "task request delivered but the record could not be marked so");
+    }
+    await hooks.onStep?.("marked-delivered", { taskId });
+    return this.outcome(taskId, to, r.state, opts);
+  }
+
+  private async removeRecord(stored: StoredTask): Promise<void> {
+    await this.registry.remove(stored).catch((err: unknown) => this.ctx.logger.warn({ err, taskId: stored.record.taskId }, "could not remove the record of a task whose request was never sent; it stays marked undelivered"));
+  }
+
+  private async reused(session: SessionAddress, taskId: string, hooks: DelegateHooks): Promise<DelegateOutcome> {
+    const existing = await this.registry.get(taskId);
+    await hooks.onStep?.("reused", { taskId });
+    return { taskId, assignee: session, reused: true, state: existing?.record.state ?? "submitted" };
+  }
+
+  /** The outcome of a delegation that holds a delivered task, after the optional inline wait. */
+  private async outcome(taskId: string, to: SessionAddress, state: TaskState, opts: DelegateOptions): Promise<DelegateOutcome> {
     const base = { taskId, assignee: to, reused: false };
     const waitMs = opts.waitMs ?? 0;
-    if (waitMs <= 0) return { ...base, state: existing?.record.state ?? "submitted" };
+    if (waitMs <= 0) return { ...base, state };
     const r = await this.await([{ taskId }], { timeoutMs: waitMs, ...(opts.signal && { signal: opts.signal }) });
     const finished = r.done[0];
     return finished ? { ...base, finished, state: finished.state } : { ...base, state: r.pending[0]?.state === "unknown" ? "submitted" : (r.pending[0]?.state ?? "submitted") };
@@ -245,7 +393,7 @@ export class MeshSession {
     input: { taskId: string; state: FinishState; result?: JsonBody; error?: string; action?: Action } & RouteOverrides,
     hooks?: FinishHooks,
   ): Promise<FinishOutcome> {
-    const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions }, { ...input, by: this.address }, hooks);
+    const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions, notifier: this.services.notifier }, { ...input, by: this.address }, hooks);
     this.openTaskOrigins.delete(input.taskId);
     return out;
   }

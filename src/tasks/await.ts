@@ -41,6 +41,8 @@ export interface PendingItem {
   /** The task's state now, or `unknown` when the registry has no entry (yet). */
   readonly state: TaskState | "unknown";
   readonly assignee?: string;
+  /** Set while the task's request is not confirmed in the assignee's inbox: `undelivered` means nobody received it. */
+  readonly delivery?: "sending" | "undelivered";
 }
 
 export interface AwaitResult {
@@ -155,11 +157,13 @@ class FanIn {
     for (const t of [...this.pending.values()]) {
       const stored = this.deps.inbox.isOpen ? await this.settleIfDecided(t.taskId) : await this.deps.registry.get(t.taskId);
       if (!this.pending.has(t.taskId)) continue;
+      const delivery = stored && this.deps.registry.delivery(stored.record);
       still.push({
         taskId: t.taskId,
         ...(t.sessionKey !== undefined && { sessionKey: t.sessionKey }),
         state: stored?.record.state ?? "unknown",
         ...(stored && { assignee: sessionKeyOf(stored.record.assignee) }),
+        ...(delivery !== undefined && delivery !== "delivered" && { delivery }),
       });
     }
     return still;

@@ -13,18 +13,23 @@
  *
  * A crash after 1 and before 2 leaves a terminal entry with `notified: false`: never a pingback
  * without a decision, never a contradiction. Recovery (`recoverTasks`, run by the assignee's
- * instance at start and on demand) republishes the event for such entries; the fixed envelope id
- * makes a republish a no-op for the server (inside its window) and for the requester's surfaced-id
- * log (after it). A requester that awaits the task reads the registry too, so it is never held up
- * by a missing event.
+ * instance in the background after connect and on demand) republishes the event for such entries;
+ * the fixed envelope id makes a republish a no-op for the server (inside its window) and for the
+ * requester's surfaced-id log (after it). A requester that awaits the task reads the registry too,
+ * so it is never held up by a missing event.
+ *
+ * Step 2 failing (the requester's inbox is full, its instance unreachable) does not undo or hide
+ * the decision: the caller gets its outcome with `notification: "pending"`, and the task is handed
+ * to the mesh's notifier, which retries it in the background with growing delays. A completion
+ * that could never be delivered (bigger than the mesh's message limit) is refused before step 1.
  */
 import type { SessionAddress } from "../address/index.js";
 import { sameSession, sessionKeyOf } from "../address/index.js";
 import { InvalidAddressError, MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { sendEnvelope } from "../inbox/index.js";
+import { sendEnvelope, type SendEnvelopeOptions } from "../inbox/index.js";
 import type { SessionRegistry } from "../registry/index.js";
-import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, type Action, type AnnounceBody, type DeliveryTarget, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
+import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, encodeEnvelope, type Action, type AnnounceBody, type DeliveryTarget, type Envelope, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
 import { resolveDeliveryTarget, resolveReplyAction, targetOf, type RouteOverrides } from "../handoff/index.js";
 import type { StoredTask, TaskRegistry } from "./registry.js";
 
@@ -42,13 +47,28 @@ export interface FinishRequest extends RouteOverrides {
   readonly action?: Action;
 }
 
-export type FinishOutcome =
+export type FinishOutcome = (
   /** This call decided the task. */
   | { readonly outcome: "finished"; readonly record: TaskRecord }
   /** The task already had this same outcome: nothing changed (idempotent repeat). */
   | { readonly outcome: "already"; readonly record: TaskRecord }
   /** Another writer finished it differently first; this call's outcome was not recorded. */
-  | { readonly outcome: "conflict"; readonly record: TaskRecord };
+  | { readonly outcome: "conflict"; readonly record: TaskRecord }
+) & {
+  /** True once the task.complete event is stored in the requester's inbox. */
+  readonly notified: boolean;
+  /**
+   * `delivered`: the requester's inbox holds the completion. `pending`: the decision stands but
+   * the completion could not be stored yet (requester inbox full, requester unreachable); the
+   * mesh retries it in the background (`mesh.tasks.pendingNotifications()`).
+   */
+  readonly notification: "delivered" | "pending";
+};
+
+/** Where a decided task whose completion could not be delivered yet is handed for background retries. */
+export interface DeferredNotifications {
+  defer(task: StoredTask, err: unknown): void;
+}
 
 export interface FinishHooks {
   /** Instrumentation: runs after the registry write and before the event is published. */
@@ -59,6 +79,7 @@ export interface FinishDeps {
   readonly ctx: MeshContext;
   readonly tasks: TaskRegistry;
   readonly sessions: SessionRegistry;
+  readonly notifier: DeferredNotifications;
 }
 
 export class NotAssigneeError extends MeshError {
@@ -84,6 +105,10 @@ export async function finishTask(deps: FinishDeps, req: FinishRequest, hooks: Fi
   }
   const overridden = req.announceTarget !== undefined || req.announceThreadId !== undefined;
   const announceTarget = overridden ? resolveDeliveryTarget(task.record.origin, req, ctx.channelPolicy) : undefined;
+  if (!TERMINAL_STATES.has(task.record.state)) {
+    // A completion the requester's inbox could never take is refused before anything is decided.
+    assertDeliverable(ctx, { ...task.record, state: req.state, ...(result !== undefined && { result }), ...(req.error !== undefined && { error: req.error }), ...(action !== undefined && { action }), ...(announceTarget !== undefined && { announceTarget }) });
+  }
 
   const out = await decide(deps, { ...req, ...(result !== undefined && { result }), ...(action !== undefined && { action }) }, announceTarget, hooks, task);
   if (out.outcome === "finished") await deps.sessions.declareTask(req.by, req.state, req.taskId);
@@ -92,7 +117,7 @@ export async function finishTask(deps: FinishDeps, req: FinishRequest, hooks: Fi
 
 /** Step 1 (the decision), then step 2 (the notification). */
 async function decide(deps: FinishDeps, req: FinishRequest, announceTarget: DeliveryTarget | undefined, hooks: FinishHooks, known: StoredTask): Promise<FinishOutcome> {
-  const { ctx, tasks } = deps;
+  const { tasks } = deps;
   let read: StoredTask | undefined = known;
   for (;;) {
     const current = read ?? (await tasks.require(req.taskId));
@@ -100,9 +125,9 @@ async function decide(deps: FinishDeps, req: FinishRequest, announceTarget: Deli
     const r = current.record;
     if (TERMINAL_STATES.has(r.state)) {
       // Help a crashed finisher: the decision stands, the event may be missing.
-      if (!r.notified) await notifyRequester(ctx, tasks, current);
+      const notified = r.notified || (await notifyOrDefer(deps, current));
       const same = r.state === req.state && JSON.stringify(r.result ?? null) === JSON.stringify(req.result ?? null) && (r.error ?? "") === (req.error ?? "");
-      return { outcome: same ? "already" : "conflict", record: r };
+      return { outcome: same ? "already" : "conflict", record: r, ...notification(notified) };
     }
     const next: TaskRecord = {
       ...r,
@@ -118,14 +143,29 @@ async function decide(deps: FinishDeps, req: FinishRequest, announceTarget: Deli
     const stored = await tasks.replace(current, next);
     if (!stored) continue; // lost the race: re-read and report what won
     await hooks.afterDecision?.();
-    await notifyRequester(ctx, tasks, stored);
-    return { outcome: "finished", record: next };
+    return { outcome: "finished", record: next, ...notification(await notifyOrDefer(deps, stored)) };
   }
 }
 
-/** Store the task.complete event for a decided task, then mark the entry notified. */
-export async function notifyRequester(ctx: MeshContext, tasks: TaskRegistry, task: StoredTask): Promise<void> {
-  const r = task.record;
+const notification = (notified: boolean) => ({ notified, notification: notified ? ("delivered" as const) : ("pending" as const) });
+
+/**
+ * Step 2 for a decided task; true once the requester was told. A failure never undoes or hides the
+ * decision: the task goes to the notifier, which retries it in the background.
+ */
+async function notifyOrDefer(deps: FinishDeps, task: StoredTask): Promise<boolean> {
+  try {
+    await notifyRequester(deps.ctx, deps.tasks, task);
+    return true;
+  } catch (err) {
+    deps.ctx.logger.warn({ err, taskId: task.record.taskId }, "task decided; its completion could not be delivered yet and will be retried in the background");
+    deps.notifier.defer(task, err);
+    return false;
+  }
+}
+
+/** The task.complete envelope of a decided task (fixed id `tc-<taskId>`). */
+function completionEnvelope(r: TaskRecord): Envelope {
   const body: TaskCompleteBody = {
     taskId: r.taskId,
     state: r.state,
@@ -134,21 +174,34 @@ export async function notifyRequester(ctx: MeshContext, tasks: TaskRegistry, tas
     assignee: sessionKeyOf(r.assignee),
     ...(r.action !== undefined && { action: r.action }),
   };
-  await sendEnvelope(
-    ctx,
-    createEnvelope({
-      id: ReservedIds.taskComplete(r.taskId),
-      kind: Kinds.taskComplete,
-      from: r.assignee,
-      to: r.requester,
-      taskId: r.taskId,
-      ...(r.origin !== undefined && { origin: r.origin }),
-      ...(r.action !== undefined && { action: r.action }),
-      body,
-      sentAt: r.updatedAt,
-    }),
-  );
-  if (r.action === "announce") await announce(ctx, r);
+  return createEnvelope({
+    id: ReservedIds.taskComplete(r.taskId),
+    kind: Kinds.taskComplete,
+    from: r.assignee,
+    to: r.requester,
+    taskId: r.taskId,
+    ...(r.origin !== undefined && { origin: r.origin }),
+    ...(r.action !== undefined && { action: r.action }),
+    body,
+    sentAt: r.updatedAt,
+  });
+}
+
+/** Throws PayloadTooLargeError when the completion (or its announce) of `r` would exceed the mesh's message limit. */
+function assertDeliverable(ctx: MeshContext, r: TaskRecord): void {
+  encodeEnvelope(completionEnvelope(r), ctx.messageLimit, ctx.serverMaxPayload);
+  const a = r.action === "announce" ? announceEnvelope(ctx, r, false) : undefined;
+  if (a) encodeEnvelope(a, ctx.messageLimit, ctx.serverMaxPayload);
+}
+
+/**
+ * Store the task.complete event for a decided task, then mark the entry notified. Throws when the
+ * event could not be stored (the entry stays unnotified).
+ */
+export async function notifyRequester(ctx: MeshContext, tasks: TaskRegistry, task: StoredTask, opts: SendEnvelopeOptions = {}): Promise<void> {
+  const r = task.record;
+  await sendEnvelope(ctx, completionEnvelope(r), opts);
+  if (r.action === "announce") await announce(ctx, r, opts);
   // Watches fire before the task counts as notified, so recovery re-fires them after a crash.
   await tasks.watches.fireTaskFinished(r);
   let current: StoredTask | undefined = task;
@@ -162,28 +215,30 @@ export async function notifyRequester(ctx: MeshContext, tasks: TaskRegistry, tas
  * Deliver an announce to the session that owns the conversation (the origin's session; the
  * requester when there is no origin), with the resolved target as an explicit field.
  */
-async function announce(ctx: MeshContext, r: TaskRecord): Promise<void> {
+async function announce(ctx: MeshContext, r: TaskRecord, opts: SendEnvelopeOptions): Promise<void> {
+  const envelope = announceEnvelope(ctx, r, true);
+  if (envelope) await sendEnvelope(ctx, envelope, opts);
+}
+
+function announceEnvelope(ctx: MeshContext, r: TaskRecord, warn: boolean): Envelope | undefined {
   const deliveryTarget = r.announceTarget ?? (r.origin && targetOf(r.origin));
   if (!deliveryTarget) {
-    ctx.logger.warn({ taskId: r.taskId }, "announce requested but the task has no origin or target; delivered as a reply only");
-    return;
+    if (warn) ctx.logger.warn({ taskId: r.taskId }, "announce requested but the task has no origin or target; delivered as a reply only");
+    return undefined;
   }
   const text = r.state === "completed" ? bodyText(r.result ?? "") : `${r.state}: ${r.error ?? ""}`;
   const body: AnnounceBody = { deliveryTarget, text, taskId: r.taskId, by: sessionKeyOf(r.assignee) };
-  await sendEnvelope(
-    ctx,
-    createEnvelope({
-      id: ReservedIds.announce(r.taskId),
-      kind: Kinds.announce,
-      from: r.assignee,
-      to: r.origin?.session ?? r.requester,
-      taskId: r.taskId,
-      ...(r.origin && { origin: r.origin }),
-      action: "announce",
-      body,
-      sentAt: r.updatedAt,
-    }),
-  );
+  return createEnvelope({
+    id: ReservedIds.announce(r.taskId),
+    kind: Kinds.announce,
+    from: r.assignee,
+    to: r.origin?.session ?? r.requester,
+    taskId: r.taskId,
+    ...(r.origin && { origin: r.origin }),
+    action: "announce",
+    body,
+    sentAt: r.updatedAt,
+  });
 }
 
 function bodyText(v: unknown): string {
@@ -191,16 +246,28 @@ function bodyText(v: unknown): string {
 }
 
 /**
- * Republish the completion event of every decided but unnotified task assigned to this instance.
- * Returns the task ids it repaired.
+ * Republish the completion event of every decided but unnotified task assigned to this instance,
+ * task by task: one that fails is handed to `onFailure` and the pass goes on. Returns the task ids
+ * it repaired.
  */
-export async function recoverTasks(ctx: MeshContext, tasks: TaskRegistry): Promise<string[]> {
+export async function recoverTasks(
+  ctx: MeshContext,
+  tasks: TaskRegistry,
+  onFailure: (task: StoredTask, err: unknown) => void,
+  opts: SendEnvelopeOptions & { readonly stopped?: () => boolean } = {},
+): Promise<string[]> {
   const repaired: string[] = [];
   for (const task of await tasks.assignedTo(ctx.config.instance)) {
+    if (opts.stopped?.()) break;
     if (!TERMINAL_STATES.has(task.record.state) || task.record.notified) continue;
-    await notifyRequester(ctx, tasks, task);
+    try {
+      await notifyRequester(ctx, tasks, task, opts);
+    } catch (err) {
+      onFailure(task, err);
+      continue;
+    }
     repaired.push(task.record.taskId);
-    ctx.logger.info({ taskId: task.record.taskId }, "republished a task completion left unpublished by a crash");
+    ctx.logger.info({ taskId: task.record.taskId }, "republished a task completion left unpublished");
   }
   return repaired;
 }

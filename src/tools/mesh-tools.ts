@@ -2,7 +2,9 @@
  * The mesh's tools. Parameter names follow OpenClaw's session tools where the meaning is the same
  * (`sessionKey`, `agentId`, `message`, `timeoutSeconds`).
  */
+import { randomUUID } from "node:crypto";
 import { z } from "zod";
+import { MeshError } from "../errors.js";
 import { describeAddress, parseSessionKey, sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { TASK_ID_RE, Kinds } from "../wire/index.js";
 import { childTaskId } from "../session/index.js";
@@ -118,16 +120,39 @@ export const meshDelegate = defineTool({
   async run(p, ctx) {
     const explicit = p.sessionKey !== undefined || p.channel !== undefined;
     const to = explicit || p.taskKey === undefined ? await resolveTarget(p, ctx) : undefined;
-    const out = await ctx.session.delegate({
-      ...(to && { to }),
-      message: p.message,
-      ...(p.taskId && { taskId: p.taskId }),
-      ...(p.taskKey && { taskKey: { key: p.taskKey, agent: p.agentId!.toLowerCase(), instance: p.instance ?? ctx.session.address.instance, ...(p.forceNew && { forceNew: true }) } }),
-      ...(p.parentTaskId && { parentTaskId: p.parentTaskId }),
-      ...routing(p, ctx),
-      waitMs: (p.timeoutSeconds ?? 0) * 1000,
-      ...(ctx.signal && { signal: ctx.signal }),
-    });
+    // Chosen here when the model gave none, so a failed delegation can be retried under the same id.
+    const taskId = p.taskId ?? (p.taskKey === undefined ? randomUUID() : undefined);
+    let out;
+    try {
+      out = await ctx.session.delegate({
+        ...(to && { to }),
+        message: p.message,
+        ...(taskId && { taskId }),
+        ...(p.taskKey && { taskKey: { key: p.taskKey, agent: p.agentId!.toLowerCase(), instance: p.instance ?? ctx.session.address.instance, ...(p.forceNew && { forceNew: true }) } }),
+        ...(p.parentTaskId && { parentTaskId: p.parentTaskId }),
+        ...routing(p, ctx),
+        waitMs: (p.timeoutSeconds ?? 0) * 1000,
+        ...(ctx.signal && { signal: ctx.signal }),
+      });
+    } catch (err) {
+      if (!(err instanceof MeshError)) throw err;
+      const retry = taskId !== undefined ? `taskId "${taskId}"` : `taskKey "${p.taskKey}"`;
+      if (REFUSED_CODES.has(err.code)) {
+        return {
+          ok: false,
+          text: `mesh_delegate failed: ${err.message}. Nothing was delegated: no task exists and nobody is working on it. Fix the problem, then call mesh_delegate again (the same ${retry} may be reused).`,
+          details: { error: err.code, message: err.message, delegated: false, ...(taskId && { taskId }) },
+        };
+      }
+      if (err.code === "send_failed") {
+        return {
+          ok: false,
+          text: `mesh_delegate could not confirm that the request reached ${to ? describeAddress(to) : "the session"}: ${err.message}. Nobody is known to have received this task, so do not wait for it. Call mesh_delegate again with the same ${retry} and message: that cannot start a duplicate.`,
+          details: { error: err.code, message: err.message, delegated: "unconfirmed", ...(taskId && { taskId }) },
+        };
+      }
+      throw err;
+    }
     if (out.reused) {
       return {
         ok: true,
@@ -140,7 +165,7 @@ export const meshDelegate = defineTool({
     }
     return {
       ok: true,
-      text: `Task ${out.taskId} delegated to ${describeAddress(out.assignee)} (state: ${out.state}). Its result will arrive in this session when it finishes; call mesh_await with taskIds ["${out.taskId}"] to wait for it.`,
+      text: `Task ${out.taskId} delegated to ${describeAddress(out.assignee)}: the request is stored in its inbox (state: ${out.state}). Its result will arrive in this session when it finishes; call mesh_await with taskIds ["${out.taskId}"] to wait for it.`,
       details: { reused: false, taskId: out.taskId, state: out.state, sessionKey: sessionKeyOf(out.assignee), instance: out.assignee.instance },
     };
   },
@@ -175,13 +200,18 @@ export const meshComplete = defineTool({
       ...(p.announceThreadId !== undefined && { announceThreadId: p.announceThreadId }),
     });
     const r = out.record;
+    const requester = sessionKeyOf(r.requester);
+    const pending = out.notification === "pending";
+    const notYet = ` The requester (${requester}) could NOT be notified yet (its inbox is full or unreachable); the outcome is recorded, and the mesh keeps retrying in the background until the result is delivered, once.`;
     const text =
       out.outcome === "finished"
-        ? `Task ${p.taskId} is now ${r.state}; the requester (${sessionKeyOf(r.requester)}) has been notified${r.action === "announce" ? " and the result is being posted where the conversation started" : r.action === "skip" ? " (silently: nothing posted)" : ""}. Nothing more to do for it.`
+        ? pending
+          ? `Task ${p.taskId} is now ${r.state}.${notYet} Nothing more to do for it.`
+          : `Task ${p.taskId} is now ${r.state}; the requester (${requester}) has been notified${r.action === "announce" ? " and the result is being posted where the conversation started" : r.action === "skip" ? " (silently: nothing posted)" : ""}. Nothing more to do for it.`
         : out.outcome === "already"
-          ? `Task ${p.taskId} was already ${r.state} with this same outcome; nothing changed (completing twice is harmless).`
+          ? `Task ${p.taskId} was already ${r.state} with this same outcome; nothing changed (completing twice is harmless).${pending ? notYet : ""}`
           : `Task ${p.taskId} had already been finished as ${r.state} by ${r.finishedBy ?? "another writer"}; your outcome was NOT recorded. Recorded result: ${bodyText(r.result ?? r.error ?? "")}`;
-    return { ok: out.outcome !== "conflict", text, details: { outcome: out.outcome, taskId: p.taskId, state: r.state, result: r.result, error: r.error } };
+    return { ok: out.outcome !== "conflict", text, details: { outcome: out.outcome, taskId: p.taskId, state: r.state, result: r.result, error: r.error, notification: out.notification } };
   },
 });
 
@@ -212,9 +242,12 @@ export const meshAwait = defineTool({
     const head = r.timedOut
       ? `Waited ${p.timeoutSeconds ?? 60}s: ${r.done.length} finished, ${r.pending.length} still pending.`
       : `${r.done.length} finished${r.pending.length ? `, ${r.pending.length} still pending` : ""}.`;
-    const tail = r.pending.length
-      ? "\nPending results will be delivered to this session when they finish. A task that is working or submitted is alive: do not start a duplicate; wait again or continue other work."
-      : "";
+    const alive = r.pending.filter((q) => q.state !== "unknown" && q.delivery !== "undelivered").length;
+    const tail =
+      (alive > 0
+        ? "\nPending results will be delivered to this session when they finish. A task whose request was received (working, input-required, or submitted) is alive: do not start a duplicate; wait again or continue other work."
+        : "") +
+      (alive < r.pending.length ? "\nA task shown as not received or unknown is not being worked on by anyone: if it is still needed, call mesh_delegate again (the same taskId may be reused)." : "");
     return { ok: true, text: `${head}\n${lines.join("\n")}${tail}`, details: { ...r } };
   },
 });
@@ -342,6 +375,12 @@ function describeFinished(d: FinishedItem): string {
 }
 
 function describePending(q: PendingItem): string {
-  if (q.state === "unknown") return "no record yet (not started, or unknown id)";
+  if (q.state === "unknown") return "no task with this id: it was never created, or its delegation failed (nobody is working on it)";
+  const at = q.assignee ? ` ${q.assignee}` : " the assignee";
+  if (q.delivery === "undelivered") return `NOT received: its request never reached${at} (the delegation failed); nobody is working on it`;
+  if (q.delivery === "sending") return `its request to${at} is still being sent (not confirmed yet)`;
   return `still ${q.state}${q.assignee ? ` at ${q.assignee}` : ""}`;
 }
+
+/** Errors of a delegation that was refused before anything reached the assignee (its record was removed). */
+const REFUSED_CODES: ReadonlySet<string> = new Set(["unknown_instance", "payload_too_large", "stream_refused", "invalid_address"]);

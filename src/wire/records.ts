@@ -63,6 +63,12 @@ export const TaskRecordSchema = z.looseObject({
   finishedBy: z.string().optional(),
   /** True once the task.complete event is stored in the requester's inbox. */
   notified: z.boolean().default(false),
+  /**
+   * False from the record's creation until the stream acknowledged the task.request in the
+   * assignee's inbox (then true). Absent on records that have no request (child sessions) and on
+   * records written before the field existed: both count as delivered.
+   */
+  delivered: z.boolean().optional(),
   /** Set for tasks that stand for a child session started outside the mesh. */
   childSession: z.boolean().optional(),
   /** Where the conversation that asked for this work lives (inherited through every hop). */

@@ -13,6 +13,7 @@ export interface ChildOptions {
   sessionKey?: string;
   inbox?: Record<string, number>;
   retention?: Record<string, number>;
+  tasks?: Record<string, number>;
 }
 
 export class SessionProcess {
@@ -45,12 +46,20 @@ export class SessionProcess {
     return this.child.pid!;
   }
 
+  /** The next event, whatever its kind. */
+  async next(what = "an event"): Promise<Event> {
+    return (
+      this.queue.shift() ??
+      (await new Promise<Event>((resolve, reject) => {
+        this.waiters.push(resolve);
+        void this.exited.then(() => reject(new Error(`child ${this.child.pid} exited while waiting for ${what}`)));
+      }))
+    );
+  }
+
   /** The next event; fails the test if it is not of the expected kind. */
   async expect<K extends Event["ev"]>(kind: K): Promise<Extract<Event, { ev: K }>> {
-    const e = this.queue.shift() ?? (await new Promise<Event>((resolve, reject) => {
-      this.waiters.push(resolve);
-      void this.exited.then(() => reject(new Error(`child ${this.child.pid} exited while waiting for '${kind}'`)));
-    }));
+    const e = await this.next(`'${kind}'`);
     if (e.ev !== kind) throw new Error(`expected '${kind}' from child, got ${JSON.stringify(e)}`);
     return e as Extract<Event, { ev: K }>;
   }
