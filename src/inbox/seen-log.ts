@@ -26,6 +26,8 @@ import { SeenRecordSchema, type SeenGroup } from "../wire/index.js";
 
 /** Deltas after which the next write is a snapshot (bounds what opening a session reads). */
 export const MAX_DELTAS = 64;
+/** Deltas above which opening compacts (its fence is a snapshot), so the next open reads few records. */
+const OPEN_COMPACT_DELTAS = 8;
 /** Attempts to fence at open while a previous holder's last writes are still landing. */
 const FENCE_ATTEMPTS = 8;
 
@@ -69,7 +71,8 @@ export class SeenLog {
       const log = new SeenLog(ctx, session);
       await log.load();
       try {
-        await log.append([], undefined);
+        if (log.deltas > OPEN_COMPACT_DELTAS) await log.writeSnapshot();
+        else await log.append([], undefined);
         return log;
       } catch (err) {
         // A previous holder's record landed between our read and our fence: read again.
