@@ -4,7 +4,7 @@
  * watcher while a run is open); delegations, completions, watches and lookups hold none.
  */
 import { describe, expect, it } from "vitest";
-import { inspect, uniquePrefix } from "./harness/mesh.js";
+import { inspect, takeAll, uniquePrefix } from "./harness/mesh.js";
 import { useServer } from "./harness/suite.js";
 import { scriptedAgent } from "./harness/agents.js";
 import { until } from "./harness/wait.js";
@@ -36,11 +36,7 @@ describe("per-operation server cost", () => {
     const r = await boss.await(taskIds.map((taskId) => ({ taskId })), { mode: "all", timeoutMs: 60_000 });
     expect(r.done).toHaveLength(1000);
     for (const id of taskIds.slice(0, 100)) expect(await m.tasks.get(id)).toMatchObject({ state: "completed" });
-    for (let more = true; more; ) {
-      const batch = await boss.take({ max: 1000 });
-      await batch.confirm();
-      more = batch.more;
-    }
+    await takeAll(boss);
 
     await ins.nc.flush();
     expect(await ins.consumerCount()).toBe(before);

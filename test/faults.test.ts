@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
+import { inspect, openMesh, removeTestStreams, takeAll, uniquePrefix } from "./harness/mesh.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
 import { SessionProcess } from "./harness/child.js";
 import { until } from "./harness/wait.js";
@@ -34,13 +34,7 @@ describe("single-server faults", () => {
     expect(acked.length + failed.length).toBe(1000);
 
     const inbox = await observer.sessions.openInbox("agent:b:main");
-    const shown: string[] = [];
-    for (let more = true; more; ) {
-      const batch = await inbox.take({ max: 500 });
-      shown.push(...batch.messages.map((m) => m.id));
-      await batch.confirm();
-      more = batch.more;
-    }
+    const shown = await takeAll(inbox, 500);
     await inbox.close();
     await observer.close();
 

@@ -4,7 +4,7 @@ import { parseSessionKey, type Mesh } from "../src/index.js";
 import { decodeEnvelope } from "../src/wire/index.js";
 import { meshTools } from "../src/tools/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
+import { inspect, openMesh, removeTestStreams, takeAll, uniquePrefix } from "./harness/mesh.js";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -70,13 +70,7 @@ describe("hostile input", () => {
     await Promise.all(pending);
 
     const inbox = await m.sessions.openInbox(to);
-    const delivered: string[] = [];
-    for (let more = true; more; ) {
-      const batch = await inbox.take({ max: 1000 });
-      delivered.push(...batch.messages.map((x) => x.id));
-      await batch.confirm();
-      more = batch.more;
-    }
+    const delivered = await takeAll(inbox);
     await inbox.close();
     expect(delivered).toEqual(goodIds);
 

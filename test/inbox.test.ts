@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomUUID } from "node:crypto";
 import { Mesh, parseSessionKey, type InboxMessage } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { inspect, internalContext, openMesh, uniquePrefix, removeTestStreams, closeInternalContexts } from "./harness/mesh.js";
+import { closeInternalContexts, inspect, internalContext, openMesh, removeTestStreams, takeAll, uniquePrefix } from "./harness/mesh.js";
 import { SessionProcess } from "./harness/child.js";
 import { consumerDeleted, until } from "./harness/wait.js";
 import { SessionLease } from "../src/inbox/index.js";
@@ -53,13 +53,7 @@ describe("session inbox", () => {
     const sent = [];
     for (let i = 0; i < 25; i++) sent.push((await m.send({ from: "agent:a:main", to: "agent:b:main", body: i })).id);
     const inbox = await m.sessions.openInbox("agent:b:main");
-    const got: string[] = [];
-    for (let more = true; more; ) {
-      const batch = await inbox.take({ max: 7 });
-      got.push(...ids(batch.messages));
-      await batch.confirm();
-      more = batch.more;
-    }
+    const got = await takeAll(inbox, 7);
     expect(got).toEqual(sent);
     await inbox.close();
   });

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { StreamRefusedError } from "../src/index.js";
-import { inspect, uniquePrefix } from "./harness/mesh.js";
+import { inspect, takeAll, uniquePrefix } from "./harness/mesh.js";
 import { useServer } from "./harness/suite.js";
 
 const suite = useServer();
@@ -35,13 +35,7 @@ describe("streams at their limits", () => {
     expect(await ins.storedInbox("gw1")).toBe(acknowledged.length);
 
     const inbox = await m.sessions.openInbox("agent:b:main");
-    const surfaced: string[] = [];
-    for (let more = true; more; ) {
-      const batch = await inbox.take({ max: 1000 });
-      surfaced.push(...batch.messages.map((x) => x.id));
-      await batch.confirm();
-      more = batch.more;
-    }
+    const surfaced = await takeAll(inbox);
     await inbox.close();
     expect(surfaced).toEqual(acknowledged);
   });

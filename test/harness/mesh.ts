@@ -71,3 +71,18 @@ export async function closeInternalContexts(): Promise<void> {
     await ctx.nc.close();
   }
 }
+
+/**
+ * Take and confirm until the server reports nothing more behind the last batch; the ids shown, in
+ * order. Ends on the batch's `more` signal, never on the first empty batch.
+ */
+export async function takeAll(reader: { take(opts?: { max?: number }): Promise<{ messages: readonly { id: string }[]; more: boolean; confirm(): Promise<void> }> }, max = 1000): Promise<string[]> {
+  const shown: string[] = [];
+  for (let more = true; more; ) {
+    const batch = await reader.take({ max });
+    shown.push(...batch.messages.map((m) => m.id));
+    await batch.confirm();
+    more = batch.more;
+  }
+  return shown;
+}
