@@ -1,0 +1,146 @@
+/**
+ * The operator's view of a session's inbox: what is pending (stored after the surfaced-id log's
+ * `through` and not recorded in it), read by direct gets without touching the lease or the
+ * session's consumer, and moving pending messages to another session (redirect).
+ *
+ * Redirect is exactly-once across crashes: while holding the source session's inbox (its lease),
+ * each pending message is stored at the target under an id derived from the source session and
+ * the original id (`ReservedIds.redirect`), then the original id is claimed in the source's
+ * surfaced-id log. A crash between the two re-publishes the same id on the next run (the stream's
+ * duplicate window, then the target's surfaced-id log, make that harmless) and claims it; a crash
+ * before the publish left nothing to undo.
+ */
+import type { StoredMsg } from "@nats-io/jetstream";
+import { sessionKeyOf, type SessionAddress } from "../address/index.js";
+import type { MeshContext } from "../mesh-context.js";
+import { ReservedIds, decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
+import type { Inbox } from "./inbox.js";
+import { sendEnvelope } from "./outbox.js";
+import { SeenLog } from "./seen-log.js";
+
+export interface PendingMessage {
+  /** Inbox stream sequence. */
+  readonly seq: number;
+  /** Envelope id; undefined for a stored message that does not decode (a take parks it). */
+  readonly id?: string;
+  readonly kind: string;
+  readonly from?: WireAddress;
+  readonly sentAt?: string;
+  /** When the stream stored it. */
+  readonly storedAt: string;
+  readonly size: number;
+  /** Why a take would park it instead of showing it. */
+  readonly unreadable?: string;
+  readonly envelope?: Envelope;
+}
+
+export interface PendingSummary {
+  readonly count: number;
+  /** Storage time of the oldest pending message. */
+  readonly oldest?: string;
+  /** The log's `through`: messages at or below it are handled. */
+  readonly through: number;
+}
+
+/** Pending messages of `session`, oldest first (at most `max`, default all). */
+export async function readPending(ctx: MeshContext, session: SessionAddress, opts: { readonly max?: number } = {}): Promise<PendingMessage[]> {
+  const out: PendingMessage[] = [];
+  for await (const p of iteratePending(ctx, session)) {
+    out.push(p);
+    if (opts.max !== undefined && out.length >= opts.max) break;
+  }
+  return out;
+}
+
+/** How many messages are pending for `session`, and since when. */
+export async function summarizePending(ctx: MeshContext, session: SessionAddress): Promise<PendingSummary> {
+  let count = 0;
+  let oldest: string | undefined;
+  const seen = await SeenLog.read(ctx, session);
+  for await (const p of iteratePending(ctx, session, seen)) {
+    count++;
+    oldest ??= p.storedAt;
+  }
+  return { count, through: seen.through, ...(oldest !== undefined && { oldest }) };
+}
+
+async function* iteratePending(ctx: MeshContext, session: SessionAddress, view?: { through: number; has(id: string): boolean }): AsyncGenerator<PendingMessage> {
+  const seen = view ?? (await SeenLog.read(ctx, session));
+  const stream = ctx.names.inboxStream(session.instance);
+  const filter = ctx.names.sessionFilter(session);
+  const last = await ctx.jsm.direct.getMessage(stream, { last_by_subj: filter });
+  if (last === null || last.seq <= seen.through) return;
+  const ids = new Set<string>();
+  for (let seq = seen.through + 1; seq <= last.seq; ) {
+    const m = seq === last.seq ? last : await ctx.jsm.direct.getMessage(stream, { seq, next_by_subj: filter });
+    if (m === null || m.seq > last.seq) return;
+    seq = m.seq + 1;
+    const p = toPending(ctx, m);
+    if (p.id !== undefined && (seen.has(p.id) || ids.has(p.id))) continue;
+    if (p.id !== undefined) ids.add(p.id);
+    yield p;
+  }
+}
+
+function toPending(ctx: MeshContext, m: StoredMsg): PendingMessage {
+  const storedAt = m.time.toISOString();
+  const subject = ctx.names.parseInboxSubject(m.subject);
+  const decoded = decodeEnvelope(m.data, ctx.messageLimit);
+  if (!decoded.ok) return { seq: m.seq, kind: subject?.kind ?? "", storedAt, size: m.data.length, unreadable: decoded.error.code };
+  const env = decoded.envelope;
+  return { seq: m.seq, id: env.id, kind: env.kind, from: env.from, sentAt: env.sentAt, storedAt, size: m.data.length, envelope: env };
+}
+
+export interface RedirectOptions {
+  /** Move only messages of this kind. */
+  readonly kind?: string;
+  /** List what would move; move nothing. */
+  readonly dryRun?: boolean;
+  /** Called after each message is moved (or, in a dry run, listed). */
+  readonly onMoved?: (m: RedirectedMessage, done: number, total: number) => void;
+}
+
+export interface RedirectedMessage {
+  readonly id: string;
+  /** The id of the copy stored at the target. */
+  readonly newId: string;
+  readonly kind: string;
+  readonly seq: number;
+}
+
+export interface RedirectResult {
+  readonly moved: readonly RedirectedMessage[];
+  /** Pending messages left behind: unreadable ones (a take parks them) and other kinds. */
+  readonly skipped: number;
+}
+
+/**
+ * Move the pending messages of `inbox`'s session to `target` (see the module comment). The caller
+ * holds `inbox` open for the whole call.
+ */
+export async function redirectPending(ctx: MeshContext, inbox: Inbox, target: SessionAddress, opts: RedirectOptions = {}): Promise<RedirectResult> {
+  const source = inbox.session;
+  const sourceKey = `${source.instance}/${sessionKeyOf(source)}`;
+  const pending = await readPending(ctx, source);
+  const movable = pending.filter((p) => p.envelope !== undefined && (opts.kind === undefined || p.kind === opts.kind) && !inbox.surfaced(p.envelope.id));
+  const moved: RedirectedMessage[] = [];
+  for (const p of movable) {
+    const env = p.envelope!;
+    const m: RedirectedMessage = { id: env.id, newId: ReservedIds.redirect(sourceKey, env.id), kind: env.kind, seq: p.seq };
+    if (!opts.dryRun) {
+      const { run: _run, ...from } = source;
+      const copy: Envelope = {
+        ...env,
+        id: m.newId,
+        from: { ...from },
+        to: { instance: target.instance, agent: target.agent, channel: target.channel, session: target.session },
+        redirectedFrom: { instance: source.instance, sessionKey: sessionKeyOf(source), id: env.id, from: env.from },
+      };
+      await sendEnvelope(ctx, copy);
+      await inbox.claim(env.id);
+    }
+    moved.push(m);
+    opts.onMoved?.(m, moved.length, movable.length);
+  }
+  return { moved, skipped: pending.length - movable.length };
+}
