@@ -1,6 +1,6 @@
 /** `mesh.sessions`: open a session's run or inbox, and the session registry. */
 import type { SessionAddress } from "../address/index.js";
-import { Inbox, SessionWatcher, readPending, redirectPending, summarizePending, type InboxOptions, type PendingMessage, type PendingSummary, type RedirectOptions, type RedirectResult } from "../inbox/index.js";
+import { Inbox, SessionWatcher, readPending, redirectPending, sessionsWithStored, summarizePending, tailInboxes, type Tail, type TailEvent, type InboxOptions, type PendingMessage, type PendingSummary, type RedirectOptions, type RedirectResult } from "../inbox/index.js";
 import { MeshError } from "../errors.js";
 import { sessionKeyOf } from "../address/index.js";
 import type { SessionFilter } from "../registry/index.js";
@@ -61,6 +61,20 @@ export class SessionsClient {
    */
   async peek(session: SessionRef, opts: { readonly max?: number } = {}): Promise<PendingMessage[]> {
     return readPending(this.core.ctx, this.core.address(session), opts);
+  }
+
+  /** Sessions of an instance (default this one) with messages stored in its inbox stream, registered or not. */
+  async withStored(instance: string = this.core.instance): Promise<SessionAddress[]> {
+    return sessionsWithStored(this.core.ctx, instance);
+  }
+
+  /**
+   * Follow envelopes published to an instance's inboxes (default this instance's), or to one
+   * session's, as they arrive: a core subscription that acknowledges and records nothing.
+   */
+  tail(scope: { readonly instance?: string; readonly session?: SessionRef }, onEvent: (e: TailEvent) => void): Tail {
+    const session = scope.session === undefined ? undefined : this.core.address(scope.session);
+    return tailInboxes(this.core.ctx, { instance: session?.instance ?? scope.instance ?? this.core.instance, ...(session && { session }) }, onEvent);
   }
 
   /** How many messages a session has pending, and the oldest one's storage time. */

@@ -144,3 +144,54 @@ export async function redirectPending(ctx: MeshContext, inbox: Inbox, target: Se
   }
   return { moved, skipped: pending.length - movable.length };
 }
+
+/**
+ * Sessions of `instance` with anything stored in its inbox stream (handled or not), from the
+ * stream's subject list: one stream-info request, no consumer.
+ */
+export async function sessionsWithStored(ctx: MeshContext, instance: string): Promise<SessionAddress[]> {
+  const info = await ctx.jsm.streams.info(ctx.names.inboxStream(instance), { subjects_filter: ctx.names.inboxWildcard(instance) });
+  const out = new Map<string, SessionAddress>();
+  for (const subject of Object.keys(info.state.subjects ?? {})) {
+    const p = ctx.names.parseInboxSubject(subject);
+    if (!p || p.toInstance !== instance) continue;
+    const a: SessionAddress = { instance, agent: p.agent, channel: p.channel, session: p.session };
+    out.set(sessionKeyOf(a), a);
+  }
+  return [...out.values()];
+}
+
+export interface TailEvent {
+  /** When this reader saw it. */
+  readonly at: string;
+  readonly id: string;
+  readonly kind: string;
+  /** `instance/session key` of the sender and the recipient. */
+  readonly from: string;
+  readonly to: string;
+  readonly body: Envelope["body"];
+}
+
+export interface Tail {
+  /** Resolves once the server has the subscription. */
+  readonly ready: Promise<void>;
+  close(): void;
+}
+
+/**
+ * Follow envelopes as they are published to an instance's inboxes (or one session's) with a core
+ * subscription: nothing is acknowledged or recorded, and messages stored before it are not shown.
+ */
+export function tailInboxes(ctx: MeshContext, scope: { readonly instance: string; readonly session?: SessionAddress }, onEvent: (e: TailEvent) => void): Tail {
+  const subject = scope.session ? ctx.names.sessionFilter(scope.session) : ctx.names.inboxWildcard(scope.instance);
+  const sub = ctx.nc.subscribe(subject, {
+    callback: (err, m) => {
+      if (err) return;
+      const d = decodeEnvelope(m.data, ctx.messageLimit);
+      if (!d.ok) return;
+      const e = d.envelope;
+      onEvent({ at: new Date().toISOString(), id: e.id, kind: e.kind, from: `${e.from.instance}/${sessionKeyOf(e.from)}`, to: `${e.to.instance}/${sessionKeyOf(e.to)}`, body: e.body });
+    },
+  });
+  return { ready: ctx.nc.flush(), close: () => sub.unsubscribe() };
+}
