@@ -1,16 +1,22 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { run, type CliIo } from "../src/cli/cli.js";
+import { STATE_DIR } from "../src/cli/state.js";
 import { Mesh } from "../src/index.js";
 import { LocalNatsServer } from "../src/server/local-server.js";
 import { generateAuthorization } from "../src/topology/index.js";
 import { ReservedIds } from "../src/wire/index.js";
 import { useServer } from "./harness/suite.js";
-import { uniquePrefix } from "./harness/mesh.js";
+import { inspect, uniquePrefix } from "./harness/mesh.js";
+
+// The CLI's state dir (the redrive cursor) for this file only.
+vi.hoisted(() => {
+  process.env.CLAWMESH_HOME = `${process.env.TMPDIR ?? "/tmp"}/clawmesh-cli-test-${process.pid}`;
+});
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -20,11 +26,20 @@ interface Ran {
   err: string[];
 }
 
-async function cli(argv: string[]): Promise<Ran> {
+async function cli(argv: string[], signal?: AbortSignal, onLine?: (line: string) => void): Promise<Ran> {
   const out: string[] = [];
   const err: string[] = [];
-  const io: CliIo = { out: (l) => void out.push(l), err: (l) => void err.push(l) };
-  const code = await run(argv, io);
+  const io: CliIo = {
+    out: (l) => {
+      out.push(l);
+      onLine?.(l);
+    },
+    err: (l) => {
+      err.push(l);
+      onLine?.(l);
+    },
+  };
+  const code = await run(argv, io, signal);
   return { code, out, err };
 }
 
@@ -53,6 +68,7 @@ describe("clawmesh command line", () => {
   beforeAll(async () => {
     prefix = uniquePrefix();
     mesh = await suite.mesh(prefix, "gw1");
+    suite.cleanup(async () => rmSync(STATE_DIR, { recursive: true, force: true }));
   });
 
   it("reports a bad argument as one line with a code and exit 2, never a stack trace", async () => {
@@ -132,6 +148,55 @@ describe("clawmesh command line", () => {
     expect(heir.map((p) => [p.kind, p.envelope?.body])).toEqual([["note", "o1"], ["note", "o3"]]);
     expect(heir[0]?.envelope).toMatchObject({ redirectedFrom: { sessionKey: "agent:gone:main" } });
     expect((await mesh.sessions.peek("agent:gone:main")).map((p) => p.kind)).toEqual(["msg", "msg", "msg"]);
+  });
+
+  it("shows, drops and redrives parked messages, resuming an interrupted redrive from its cursor", async () => {
+    const ins = await inspect(suite.server, prefix);
+    const to = mesh.address("agent:bad:main");
+    for (let i = 0; i < 4; i++) await ins.js.publish(ins.names.inboxSubject(to, "gw1", "msg"), `not json ${i}`);
+    expect(await takeAll(mesh, "agent:bad:main")).toEqual([]);
+    const parked = JSON.parse((await cli(["parked", "list", "--json", ...conn()])).out[0]!) as { parkedSeq: number; reason: string }[];
+    expect(parked.map((p) => p.reason)).toEqual(["invalid_json", "invalid_json", "invalid_json", "invalid_json"]);
+    const [a, b, c, d] = parked.map((p) => p.parkedSeq) as [number, number, number, number];
+
+    const shown = await cli(["parked", "show", String(a), ...conn()]);
+    expect(shown.out[0]).toMatch(new RegExp(`^parked message ${a} \\(10 bytes\\)$`));
+    expect(shown.out).toContain("  Mesh-Park-Reason: invalid_json");
+    expect(shown.out.at(-1)).toBe("not json 0");
+
+    expect((await cli(["parked", "drop", String(a), ...conn()])).out).toEqual(["dropped 1 parked message(s)"]);
+    expect((await cli(["parked", "show", String(a), ...conn()])).code).toBe(3);
+
+    // A run of [b, c, d] was interrupted after redriving b but before recording it: the cursor
+    // says none done. The re-run finds b gone, counts it done, and redrives the rest.
+    const first = await cli(["parked", "redrive", String(b), ...conn()]);
+    expect(first.code).toBe(0);
+    mkdirSync(STATE_DIR, { recursive: true });
+    writeFileSync(join(STATE_DIR, "redrive-cursor.json"), JSON.stringify({ key: [b, c, d].join(","), done: 0 }));
+    const resumed = await cli(["parked", "redrive", String(b), String(c), String(d), ...conn()]);
+    expect(resumed.code).toBe(0);
+    expect(resumed.out).toEqual([`redriven 1/3 (${b} was already redriven)`, "redriven 2/3", "redriven 3/3"]);
+    expect(existsSync(join(STATE_DIR, "redrive-cursor.json"))).toBe(false);
+    expect((await cli(["parked", "list", "--json", ...conn()])).out).toEqual(["[]"]);
+  });
+
+  it("tails envelopes as they arrive, one line each, without bodies unless asked", async () => {
+    const stop = new AbortController();
+    let ready!: () => void;
+    const isReady = new Promise<void>((r) => (ready = r));
+    let seen!: (line: string) => void;
+    const arrived = new Promise<string>((r) => (seen = r));
+    const running = cli(["tail", "--session", "agent:tailed:main", ...conn()], stop.signal, (line) => {
+      if (line.startsWith("tailing")) ready();
+      else if (line.includes(" msg ")) seen(line);
+    });
+    await isReady;
+    const sent = await mesh.send({ from: "agent:cli:main", to: "agent:tailed:main", body: "secret body" });
+    const line = await arrived;
+    stop.abort();
+    expect((await running).code).toBe(0);
+    expect(line).toMatch(new RegExp(`^\\S+ msg gw1/agent:cli:main -> gw1/agent:tailed:main ${sent.id}$`));
+    expect(line).not.toContain("secret body");
   });
 
   it("redirects 1,000 orphans exactly once across a SIGKILL and a re-run", async () => {

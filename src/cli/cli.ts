@@ -470,25 +470,35 @@ async function parked(flags: Flags, rest: string[], json: boolean, io: CliIo): P
         // A long run keeps its place: an interrupted redrive of the same list resumes after the last done.
         const key = seqs.join(",");
         let start = 0;
+        let resumed = false;
         try {
           const c = JSON.parse(readFileSync(cursorFile(), "utf8")) as { key?: string; done?: number };
-          if (c.key === key && typeof c.done === "number") start = c.done;
+          if (c.key === key && typeof c.done === "number") [start, resumed] = [c.done, true];
         } catch {
           // no cursor: start from the beginning
         }
+        const record = (done: number) => {
+          mkdirSync(STATE_DIR, { recursive: true });
+          writeFileSync(cursorFile(), JSON.stringify({ key, done }));
+        };
+        if (seqs.length > 1) record(start);
         const results = [];
         for (let i = start; i < seqs.length; i++) {
-          results.push({ parkedSeq: seqs[i]!, ...(await mesh.parked.redrive(seqs[i]!)) });
+          const seq = seqs[i]!;
+          const done = await mesh.parked.redrive(seq).catch((err: unknown) => {
+            // Resumed: the run that stopped may have redriven this one before recording it.
+            if (i === start && resumed && err instanceof MeshError && err.code === "not_found") return undefined;
+            throw err;
+          });
+          if (done) results.push({ parkedSeq: seq, ...done });
           if (seqs.length > 1) {
-            mkdirSync(STATE_DIR, { recursive: true });
-            writeFileSync(cursorFile(), JSON.stringify({ key, done: i + 1 }));
-            if (!json) io.out(`redriven ${i + 1}/${seqs.length}`);
+            record(i + 1);
+            if (!json) io.out(`redriven ${i + 1}/${seqs.length}${done ? "" : ` (${seq} was already redriven)`}`);
           }
         }
         rmSync(cursorFile(), { force: true });
         if (json) return io.out(JSON.stringify(results));
         if (seqs.length === 1) io.out(`redriven ${seqs[0]} to ${results[0]?.subject ?? "?"}`);
-        else if (start > 0) io.out(`resumed after ${start} already redriven`);
         return;
       }
       case "drop": {
