@@ -272,5 +272,19 @@ describe("clawmesh command line with authorization on", () => {
     const listing = await cli(["sessions", "--of", "gw-a", ...as("gw-b")]);
     expect(listing.code).toBe(1);
     expect(listing.err[0]).toMatch(/^clawmesh: not_permitted: /);
+    // Instances may not watch inbox subjects at all.
+    const tailed = await cli(["tail", ...as("gw-a")], AbortSignal.timeout(30_000));
+    expect(tailed.code).toBe(1);
+    expect(tailed.err).toHaveLength(1);
+    expect(tailed.err[0]).toMatch(/^clawmesh: not_permitted: /);
+  });
+
+  it("shows the operator every instance's sessions and messages", async () => {
+    const ops = ["--server", server.url, "--instance", "ops", "--user", "ops", "--password", "secret-ops-123"];
+    const all = await cli(["sessions", "--all", "--json", ...ops]);
+    expect(all.code).toBe(0);
+    expect((JSON.parse(all.out[0]!) as { session: string }[]).map((s) => s.session)).toContain("gw-a/agent:main:main");
+    const peek = await cli(["inbox", "agent:main:main", "--of", "gw-a", "--json", ...ops]);
+    expect((JSON.parse(peek.out[0]!) as { body: unknown }[]).map((p) => p.body)).toEqual(["for a"]);
   });
 });

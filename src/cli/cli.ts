@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { generateAuthorization, type AuthSpec } from "../topology/index.js";
 import { Mesh } from "../mesh.js";
 import type { MeshAuth } from "../transport/credentials.js";
-import { isBusUnreachable, isNotPermitted } from "../transport/js-errors.js";
+import { isBusUnreachable, isNotFound, isNotPermitted } from "../transport/js-errors.js";
 import { MeshError } from "../errors.js";
 import { sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { LocalNatsServer } from "../server/local-server.js";
@@ -132,6 +132,7 @@ export function classify(err: unknown): { code: string; exit: number; message: s
     if (err.code === "usage" || err.code === "invalid_address" || err.code === "invalid_input") return { code: err.code, exit: ExitCodes.usage, message };
     return { code: err.code, exit: ExitCodes.failure, message };
   }
+  if (isNotFound(err)) return { code: "not_found", exit: ExitCodes.notFound, message };
   if (isBusUnreachable(err)) return { code: "bus_unreachable", exit: ExitCodes.failure, message };
   return { code: "failed", exit: ExitCodes.failure, message };
 }
@@ -328,7 +329,7 @@ interface SessionRow {
 async function sessionRows(mesh: Mesh, instance: string | undefined): Promise<SessionRow[]> {
   const records = await mesh.sessions.list(instance ? { instance } : {});
   const rows = new Map<string, SessionRow>(records.map((r) => [addr(r.address), { address: mesh.address({ sessionKey: r.sessionKey, instance: r.address.instance }), record: r }]));
-  const instances = instance ? [instance] : [...new Set([mesh.instance, ...records.map((r) => r.address.instance)])];
+  const instances = instance ? [instance] : await mesh.sessions.instances();
   for (const i of instances) for (const a of await mesh.sessions.withStored(i)) if (!rows.has(addr(a))) rows.set(addr(a), { address: a });
   return [...rows.values()];
 }
@@ -520,9 +521,7 @@ async function tail(flags: Flags, io: CliIo, signal: AbortSignal | undefined): P
       const head = `${e.at} ${e.kind} ${e.from} -> ${e.to} ${e.id}`;
       io.out(flags.bodies ? `${head} ${preview(e.body, 200)}` : head);
     });
-    await stop.ready;
-    io.err("tailing; Ctrl-C stops");
-    await new Promise<void>((resolve) => {
+    const stopped = new Promise<void>((resolve) => {
       if (signal?.aborted) return resolve();
       signal?.addEventListener("abort", () => resolve(), { once: true });
       if (!signal) {
@@ -530,7 +529,14 @@ async function tail(flags: Flags, io: CliIo, signal: AbortSignal | undefined): P
         process.once("SIGTERM", () => resolve());
       }
     });
-    stop.close();
+    try {
+      // A refused subscription (permissions) ends the tail with its error.
+      await Promise.race([stop.ready, stop.done]);
+      io.err("tailing; Ctrl-C stops");
+      await Promise.race([stopped, stop.done]);
+    } finally {
+      stop.close();
+    }
   });
 }
 

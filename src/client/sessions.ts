@@ -1,6 +1,6 @@
 /** `mesh.sessions`: open a session's run or inbox, and the session registry. */
 import type { SessionAddress } from "../address/index.js";
-import { Inbox, SessionWatcher, readPending, redirectPending, sessionsWithStored, summarizePending, tailInboxes, type Tail, type TailEvent, type InboxOptions, type PendingMessage, type PendingSummary, type RedirectOptions, type RedirectResult } from "../inbox/index.js";
+import { Inbox, SessionWatcher, inboxInstances, readPending, redirectPending, sessionsWithStored, summarizePending, tailInboxes, type Tail, type TailEvent, type InboxOptions, type PendingMessage, type PendingSummary, type RedirectOptions, type RedirectResult } from "../inbox/index.js";
 import { MeshError } from "../errors.js";
 import { sessionKeyOf } from "../address/index.js";
 import type { SessionFilter } from "../registry/index.js";
@@ -75,6 +75,11 @@ export class SessionsClient {
   tail(scope: { readonly instance?: string; readonly session?: SessionRef }, onEvent: (e: TailEvent) => void): Tail {
     const session = scope.session === undefined ? undefined : this.core.address(scope.session);
     return tailInboxes(this.core.ctx, { instance: session?.instance ?? scope.instance ?? this.core.instance, ...(session && { session }) }, onEvent);
+  }
+
+  /** Instances with an inbox on this mesh (as far as this connection may list streams). */
+  async instances(): Promise<string[]> {
+    return inboxInstances(this.core.ctx);
   }
 
   /** How many messages a session has pending, and the oldest one's storage time. */

@@ -175,6 +175,8 @@ export interface TailEvent {
 export interface Tail {
   /** Resolves once the server has the subscription. */
   readonly ready: Promise<void>;
+  /** Settles when the tail ends: resolves after `close()`, rejects when the server refused or ended it. */
+  readonly done: Promise<void>;
   close(): void;
 }
 
@@ -184,14 +186,38 @@ export interface Tail {
  */
 export function tailInboxes(ctx: MeshContext, scope: { readonly instance: string; readonly session?: SessionAddress }, onEvent: (e: TailEvent) => void): Tail {
   const subject = scope.session ? ctx.names.sessionFilter(scope.session) : ctx.names.inboxWildcard(scope.instance);
+  let settle!: (err?: unknown) => void;
+  const done = new Promise<void>((resolve, reject) => (settle = (err) => (err === undefined ? resolve() : reject(err))));
   const sub = ctx.nc.subscribe(subject, {
     callback: (err, m) => {
-      if (err) return;
+      if (err) {
+        settle(err);
+        return;
+      }
       const d = decodeEnvelope(m.data, ctx.messageLimit);
       if (!d.ok) return;
       const e = d.envelope;
       onEvent({ at: new Date().toISOString(), id: e.id, kind: e.kind, from: `${e.from.instance}/${sessionKeyOf(e.from)}`, to: `${e.to.instance}/${sessionKeyOf(e.to)}`, body: e.body });
     },
   });
-  return { ready: ctx.nc.flush(), close: () => sub.unsubscribe() };
+  void sub.closed.then(
+    () => settle(),
+    (err: unknown) => settle(err),
+  );
+  return {
+    ready: ctx.nc.flush(),
+    done,
+    close: () => {
+      sub.unsubscribe();
+      settle();
+    },
+  };
+}
+
+/** Instances with an inbox stream on this mesh (the stream list, filtered by the inbox subjects). */
+export async function inboxInstances(ctx: MeshContext): Promise<string[]> {
+  const head = ctx.names.inboxStream("");
+  const out: string[] = [];
+  for await (const name of ctx.jsm.streams.names(`${ctx.names.prefix}.in.>`)) if (name.startsWith(head)) out.push(name.slice(head.length));
+  return out.sort();
 }
