@@ -127,6 +127,18 @@ describe("clawmesh command line", () => {
     await boss.close();
     const open = JSON.parse((await cli(["tasks", "--json", "--state", "open", ...conn()])).out[0]!) as { taskId: string; state: string }[];
     expect(open.map((x) => x.taskId)).toContain(t.taskId);
+    expect((await cli(["tasks", "--json", "--stuck", ...conn()])).out).toEqual(["[]"]);
+    expect((await cli(["tasks", "--stuck", ...conn()])).out).toEqual(["no tasks"]);
+
+    const worker = await mesh.sessions.open("agent:worker:main");
+    await worker.setTaskState(t.taskId, "input-required");
+    await worker.close();
+    const stuck = JSON.parse((await cli(["tasks", "--json", "--stuck", "--assignee", "gw1", ...conn()])).out[0]!) as { taskId: string; state: string; stuck: boolean }[];
+    expect(stuck.map((x) => [x.taskId, x.state, x.stuck])).toEqual([[t.taskId, "input-required", true]]);
+    const table = await cli(["tasks", "--stuck", ...conn()]);
+    expect(table.out[0]).toMatch(/^TASK\s+STATE\s+REQUESTER\s+ASSIGNEE\s+AGE\s+NOTE\s+TITLE$/);
+    expect(table.out[1]).toContain("needs input");
+    expect((await cli(["tasks", "--json", "--requester", "elsewhere", ...conn()])).out).toEqual(["[]"]);
     expect((await cli(["tasks", "--state", "bogus", ...conn()])).code).toBe(2);
   });
 
