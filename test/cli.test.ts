@@ -211,6 +211,22 @@ describe("clawmesh command line", () => {
     expect(line).not.toContain("secret body");
   });
 
+  it("finishes a redirect that stopped between storing a copy and claiming the original, without a second copy", async () => {
+    const sent = [];
+    for (let i = 0; i < 3; i++) sent.push(await mesh.send({ from: "agent:cli:main", to: "agent:half:main", body: `h${i}` }));
+    // What a run killed after storing the first two copies (and claiming nothing) left behind.
+    for (const s of sent.slice(0, 2)) {
+      const copy = await mesh.send({ from: "agent:half:main", to: "agent:whole:main", id: ReservedIds.redirect("gw1/agent:half:main", s.id), body: "copy" });
+      expect(copy.duplicate).toBe(false);
+    }
+    const moved = await cli(["redirect", "--json", "--from", "agent:half:main", "--to", "agent:whole:main", ...conn()]);
+    expect(JSON.parse(moved.out[0]!)).toMatchObject({ moved: [{ id: sent[0]!.id }, { id: sent[1]!.id }, { id: sent[2]!.id }] });
+    expect(await takeAll(mesh, "agent:whole:main")).toEqual(sent.map((s) => ReservedIds.redirect("gw1/agent:half:main", s.id)));
+    expect(await takeAll(mesh, "agent:half:main")).toEqual([]);
+    // Nothing left to move: a further run moves nothing.
+    expect((await cli(["redirect", "--from", "agent:half:main", "--to", "agent:whole:main", ...conn()])).out).toEqual(["moved 0 message(s)"]);
+  });
+
   it("redirects 1,000 orphans exactly once across a SIGKILL and a re-run", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 1000; i += 100) {
