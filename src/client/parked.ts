@@ -1,5 +1,5 @@
 /** `mesh.parked`: messages this instance's inboxes could not deliver, and putting them back. */
-import { listParked, redriveParked, type ParkedMessage } from "../inbox/index.js";
+import { dropParked, listParked, redriveParked, showParked, type ParkedDetail, type ParkedMessage } from "../inbox/index.js";
 import type { MeshCore, SessionRef } from "./core.js";
 
 export class ParkedClient {
@@ -14,5 +14,15 @@ export class ParkedClient {
   /** Put a parked message back into its session inbox. */
   async redrive(parkedSeq: number): Promise<{ subject: string; seq: number }> {
     return redriveParked(this.core.ctx, this.core.instance, parkedSeq);
+  }
+
+  /** One parked message: its headers and its body as text. */
+  async show(parkedSeq: number): Promise<ParkedDetail> {
+    return showParked(this.core.ctx, this.core.instance, parkedSeq);
+  }
+
+  /** Delete a parked message for good. */
+  async drop(parkedSeq: number): Promise<void> {
+    await dropParked(this.core.ctx, this.core.instance, parkedSeq);
   }
 }

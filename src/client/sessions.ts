@@ -1,6 +1,8 @@
 /** `mesh.sessions`: open a session's run or inbox, and the session registry. */
 import type { SessionAddress } from "../address/index.js";
-import { Inbox, SessionWatcher, type InboxOptions } from "../inbox/index.js";
+import { Inbox, SessionWatcher, inboxInstances, readPending, redirectPending, sessionsWithStored, summarizePending, tailInboxes, type Tail, type TailEvent, type InboxOptions, type PendingMessage, type PendingSummary, type RedirectOptions, type RedirectResult } from "../inbox/index.js";
+import { MeshError } from "../errors.js";
+import { sessionKeyOf } from "../address/index.js";
 import type { SessionFilter } from "../registry/index.js";
 import { MeshSession } from "../session/index.js";
 import type { SessionRecord, TurnOutcome } from "../wire/index.js";
@@ -50,6 +52,56 @@ export class SessionsClient {
   /** Close a session of this instance for good (fires "closed" watches). */
   async close(session: SessionRef): Promise<void> {
     await (await this.core.services()).sessions.close(this.core.own(session, "close"));
+  }
+
+  /**
+   * A session's pending messages (stored, not yet surfaced), oldest first, read without taking its
+   * lease or touching its consumer: what its next run would be shown. Any instance's session, as far
+   * as this connection's permissions allow.
+   */
+  async peek(session: SessionRef, opts: { readonly max?: number } = {}): Promise<PendingMessage[]> {
+    return readPending(this.core.ctx, this.core.address(session), opts);
+  }
+
+  /** Sessions of an instance (default this one) with messages stored in its inbox stream, registered or not. */
+  async withStored(instance: string = this.core.instance): Promise<SessionAddress[]> {
+    return sessionsWithStored(this.core.ctx, instance);
+  }
+
+  /**
+   * Follow envelopes published to an instance's inboxes (default this instance's), or to one
+   * session's, as they arrive: a core subscription that acknowledges and records nothing.
+   */
+  tail(scope: { readonly instance?: string; readonly session?: SessionRef }, onEvent: (e: TailEvent) => void): Tail {
+    const session = scope.session === undefined ? undefined : this.core.address(scope.session);
+    return tailInboxes(this.core.ctx, { instance: session?.instance ?? scope.instance ?? this.core.instance, ...(session && { session }) }, onEvent);
+  }
+
+  /** Instances with an inbox on this mesh (as far as this connection may list streams). */
+  async instances(): Promise<string[]> {
+    return inboxInstances(this.core.ctx);
+  }
+
+  /** How many messages a session has pending, and the oldest one's storage time. */
+  async pending(session: SessionRef): Promise<PendingSummary> {
+    return summarizePending(this.core.ctx, this.core.address(session));
+  }
+
+  /**
+   * Move the pending messages of a session of this instance to another session, so each surfaces
+   * once, at `to`, and never at `from`; safe to run again after a crash (see subjects.md). Holds
+   * `from`'s lease for the duration (waits while a run holds it).
+   */
+  async redirect(from: SessionRef, to: SessionRef, opts: RedirectOptions & InboxOptions = {}): Promise<RedirectResult> {
+    const source = this.core.own(from, "redirect from");
+    const target = this.core.address(to);
+    if (source.instance === target.instance && sessionKeyOf(source) === sessionKeyOf(target)) throw new MeshError("usage", "redirect needs two different sessions");
+    const inbox = await Inbox.open(this.core.ctx, source, opts);
+    try {
+      return await redirectPending(this.core.ctx, inbox, target, opts);
+    } finally {
+      await inbox.close();
+    }
   }
 
   /** Resolve a session reference to an address; bare keys belong to this instance. */

@@ -78,6 +78,15 @@ export class TasksClient {
     return this.core.notifier.pending();
   }
 
+  /**
+   * Tasks in the registry: all of them, or those a given instance asked for (`requester`) or works
+   * on (`assignee`). Unreadable records are skipped.
+   */
+  async list(filter: { readonly requester?: string; readonly assignee?: string } = {}): Promise<TaskRecord[]> {
+    const tasks = (await this.core.services()).tasks;
+    return (await tasks.list(`${filter.requester ?? "*"}.${filter.assignee ?? "*"}.*`)).map((t) => t.record);
+  }
+
   /** Make sure a decided task's requester was told (help a finisher that crashed between the writes). */
   async renotify(taskId: string): Promise<boolean> {
     const tasks = (await this.core.services()).tasks;

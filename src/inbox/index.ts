@@ -5,3 +5,4 @@ export * from "./seen-log.js";
 export * from "./session-consumer.js";
 export * from "./outbox.js";
 export * from "./watcher.js";
+export * from "./peek.js";

@@ -110,3 +110,29 @@ export async function redriveParked(ctx: MeshContext, instance: string, parkedSe
   await ctx.jsm.streams.deleteMessage(stream, parkedSeq, false);
   return { subject, seq: ack.seq };
 }
+
+export interface ParkedDetail {
+  readonly parkedSeq: number;
+  readonly headers: Record<string, string>;
+  /** The stored bytes as text (not decoded as an envelope: it may not be one). */
+  readonly body: string;
+  readonly size: number;
+}
+
+/** One parked message with its headers and body. */
+export async function showParked(ctx: MeshContext, instance: string, parkedSeq: number): Promise<ParkedDetail> {
+  const stream = ctx.names.parkedStream(instance);
+  const stored = await ctx.jsm.direct.getMessage(stream, { seq: parkedSeq });
+  if (stored === null || !stored.subject.startsWith(`${ctx.names.prefix}.parked.${instance}.`)) throw new MeshError("not_found", `no parked message ${parkedSeq} in ${stream}`);
+  const h: Record<string, string> = {};
+  for (const [k, v] of stored.header ?? []) h[k] = v.join(", ");
+  return { parkedSeq, headers: h, body: new TextDecoder().decode(stored.data), size: stored.data.length };
+}
+
+/** Remove a parked message for good. */
+export async function dropParked(ctx: MeshContext, instance: string, parkedSeq: number): Promise<void> {
+  const stream = ctx.names.parkedStream(instance);
+  const stored = await ctx.jsm.direct.getMessage(stream, { seq: parkedSeq });
+  if (stored === null) throw new MeshError("not_found", `no parked message ${parkedSeq} in ${stream}`);
+  await ctx.jsm.streams.deleteMessage(stream, parkedSeq, false);
+}

@@ -40,6 +40,14 @@ export class SeenLogRefusedError extends MeshError {
 
 const decoder = new TextDecoder();
 
+/** A read-only view of a session's surfaced-id log. */
+export interface SeenView {
+  /** Highest inbox stream sequence fully handled. */
+  readonly through: number;
+  has(id: string): boolean;
+  readonly size: number;
+}
+
 export class SeenLog {
   /** Envelope id -> when it was surfaced (epoch ms). */
   private readonly ids = new Map<string, number>();
@@ -79,6 +87,17 @@ export class SeenLog {
         if (!(err instanceof LeaseLostError) || attempt >= FENCE_ATTEMPTS) throw err;
       }
     }
+  }
+
+  /**
+   * Read the log as it stands without fencing it (an operator's peek): nothing is written, and the
+   * view is not kept current. Never append through it.
+   */
+  static async read(ctx: MeshContext, session: SessionAddress): Promise<SeenView> {
+    const log = new SeenLog(ctx, session);
+    await log.load();
+    log.fenced = true;
+    return { through: log.through, has: (id) => log.has(id), size: log.size };
   }
 
   has(id: string): boolean {

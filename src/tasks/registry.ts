@@ -149,6 +149,11 @@ export class TaskRegistry {
     return (await this.store.values(this.names.tasksAssignedTo(instance))).map(stored);
   }
 
+  /** Every task in the registry, or those whose key matches `filter` (`<requester>.<assignee>.<id>`). */
+  async list(filter = ">"): Promise<StoredTask[]> {
+    return (await this.store.values(filter)).map(stored);
+  }
+
   private remember(taskId: string, key: string): void {
     if (this.keyCache.size >= 10_000) this.keyCache.clear();
     this.keyCache.set(taskId, key);

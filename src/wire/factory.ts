@@ -50,4 +50,6 @@ export const ReservedIds = {
   announce: (taskId: string) => `an-${taskId}`,
   /** One watch's notice of one event on one subject. */
   watchEvent: (watchId: string, event: string, discriminator: string) => `we-${createHash("sha256").update(`${watchId}|${event}|${discriminator}`).digest("hex").slice(0, 40)}`,
+  /** The copy of message `id` of session `source` (instance/session key) that a redirect stores at its new session. */
+  redirect: (source: string, id: string) => `rd-${createHash("sha256").update(`${source}|${id}`).digest("hex").slice(0, 40)}`,
 } as const;
