@@ -158,79 +158,86 @@ async function dispatch(argv: string[], io: CliIo, signal: AbortSignal | undefin
     (command || flags.help ? io.out : io.err)(USAGE);
     return command || flags.help ? ExitCodes.ok : ExitCodes.usage;
   }
-  const json = flags.json === true;
-  switch (command) {
-    case "start":
-      return start(flags, io);
-    case "stop":
-      return stop(io);
-    case "status":
-      return status(flags, io);
-    case "auth": {
-      if (!flags.spec) throw new UsageError("auth needs --spec SPEC.json");
-      io.out(generateAuthorization(JSON.parse(readFileSync(flags.spec, "utf8")) as AuthSpec).replace(/\n$/, ""));
-      return ExitCodes.ok;
+  const handler = COMMANDS[command];
+  if (!handler) throw new UsageError(`unknown command '${command}' (clawmesh --help lists them)`);
+  return handler({ flags, rest, json: flags.json === true, io, signal });
+}
+
+interface CommandContext {
+  readonly flags: Flags;
+  readonly rest: string[];
+  readonly json: boolean;
+  readonly io: CliIo;
+  readonly signal: AbortSignal | undefined;
+}
+
+/** Every command, by name: one function each. */
+const COMMANDS: Record<string, (c: CommandContext) => Promise<number>> = {
+  start: ({ flags, io }) => start(flags, io),
+  stop: ({ io }) => stop(io),
+  status: ({ flags, io }) => status(flags, io),
+  auth: async ({ flags, io }) => {
+    if (!flags.spec) throw new UsageError("auth needs --spec SPEC.json");
+    io.out(generateAuthorization(JSON.parse(readFileSync(flags.spec, "utf8")) as AuthSpec).replace(/\n$/, ""));
+    return ExitCodes.ok;
+  },
+  provision: ({ flags, rest, io }) =>
+    withMesh(flags, async (mesh) => {
+      for (const instance of rest) await mesh.admin.provision(instance);
+      io.out(`provisioned: ${[mesh.instance, ...rest].join(", ")}`);
+    }),
+  send: ({ flags, io }) => send(flags, io),
+  take: ({ flags, io }) => take(flags, io),
+  sessions: ({ flags, json, io }) => withMesh(flags, (mesh) => sessions(mesh, flags, json, io)),
+  inbox: ({ flags, rest, json, io }) => inbox(flags, rest, json, io),
+  tasks: ({ flags, json, io }) => withMesh(flags, (mesh) => tasks(mesh, flags, json, io)),
+  orphans: ({ flags, json, io }) => withMesh(flags, (mesh) => orphans(mesh, flags, json, io)),
+  redirect: ({ flags, json, io }) => redirect(flags, json, io),
+  parked: ({ flags, rest, json, io }) => parked(flags, rest, json, io),
+  tail: ({ flags, io, signal }) => tail(flags, io, signal),
+};
+
+function send(flags: Flags, io: CliIo): Promise<number> {
+  if (!flags.to) throw new UsageError("send needs --to SESSION_KEY");
+  const body = typeof flags.json === "string" ? (JSON.parse(flags.json) as never) : (flags.message ?? "");
+  return withMesh(flags, async (mesh) => {
+    const r = await mesh.send({
+      from: flags.from ?? "agent:cli:main",
+      to: flags["to-instance"] ? { sessionKey: flags.to!, instance: flags["to-instance"] } : flags.to!,
+      body,
+      ...(flags.kind && { kind: flags.kind }),
+    });
+    io.out(JSON.stringify({ sent: r.id, seq: r.seq, stream: r.stream, duplicate: r.duplicate }));
+  });
+}
+
+function take(flags: Flags, io: CliIo): Promise<number> {
+  if (!flags.session) throw new UsageError("take needs --session SESSION_KEY");
+  const max = intFlag(flags.max, "max", 100);
+  return withMesh(flags, async (mesh) => {
+    const reader = await mesh.sessions.openInbox(flags.session!);
+    try {
+      const batch = await reader.take({ max });
+      for (const m of batch.messages) io.out(JSON.stringify({ id: m.id, kind: m.kind, from: m.from, sentAt: m.sentAt, body: m.body }));
+      if (flags["no-confirm"]) await batch.release();
+      else await batch.confirm();
+      io.err(`${batch.messages.length} message(s)${flags["no-confirm"] ? " (not confirmed)" : " confirmed"}`);
+    } finally {
+      await reader.close();
     }
-    case "provision":
-      return withMesh(flags, async (mesh) => {
-        for (const instance of rest) await mesh.admin.provision(instance);
-        io.out(`provisioned: ${[mesh.instance, ...rest].join(", ")}`);
-      });
-    case "send": {
-      if (!flags.to) throw new UsageError("send needs --to SESSION_KEY");
-      const body = typeof flags.json === "string" ? (JSON.parse(flags.json) as never) : (flags.message ?? "");
-      return withMesh(flags, async (mesh) => {
-        const r = await mesh.send({
-          from: flags.from ?? "agent:cli:main",
-          to: flags["to-instance"] ? { sessionKey: flags.to!, instance: flags["to-instance"] } : flags.to!,
-          body,
-          ...(flags.kind && { kind: flags.kind }),
-        });
-        io.out(JSON.stringify({ sent: r.id, seq: r.seq, stream: r.stream, duplicate: r.duplicate }));
-      });
-    }
-    case "take": {
-      if (!flags.session) throw new UsageError("take needs --session SESSION_KEY");
-      const max = intFlag(flags.max, "max", 100);
-      return withMesh(flags, async (mesh) => {
-        const inbox = await mesh.sessions.openInbox(flags.session!);
-        try {
-          const batch = await inbox.take({ max });
-          for (const m of batch.messages) io.out(JSON.stringify({ id: m.id, kind: m.kind, from: m.from, sentAt: m.sentAt, body: m.body }));
-          if (flags["no-confirm"]) await batch.release();
-          else await batch.confirm();
-          io.err(`${batch.messages.length} message(s)${flags["no-confirm"] ? " (not confirmed)" : " confirmed"}`);
-        } finally {
-          await inbox.close();
-        }
-      });
-    }
-    case "sessions":
-      return withMesh(flags, (mesh) => sessions(mesh, flags, json, io));
-    case "inbox": {
-      const key = rest[0] ?? flags.session;
-      if (!key) throw new UsageError("inbox needs a SESSION_KEY");
-      const max = intFlag(flags.max, "max", 100);
-      return withMesh(flags, async (mesh) => {
-        const pending = await mesh.sessions.peek(ref(key, flags.of), { max });
-        if (json) return io.out(JSON.stringify(pending.map(pendingJson)));
-        if (pending.length === 0) return io.out("no pending messages");
-        table(io, ["SEQ", "ID", "KIND", "FROM", "AGE", "BYTES", "BODY"], pending.map((p) => [String(p.seq), p.id ?? "-", p.kind, p.from ? addr(p.from) : "-", age(p.storedAt), String(p.size), p.unreadable ? `(unreadable: ${p.unreadable})` : preview(p.envelope?.body)]));
-      });
-    }
-    case "tasks":
-      return withMesh(flags, (mesh) => tasks(mesh, flags, json, io));
-    case "orphans":
-      return withMesh(flags, (mesh) => orphans(mesh, flags, json, io));
-    case "redirect":
-      return redirect(flags, json, io);
-    case "parked":
-      return parked(flags, rest, json, io);
-    case "tail":
-      return tail(flags, io, signal);
-    default:
-      throw new UsageError(`unknown command '${command}' (clawmesh --help lists them)`);
-  }
+  });
+}
+
+function inbox(flags: Flags, rest: string[], json: boolean, io: CliIo): Promise<number> {
+  const key = rest[0] ?? flags.session;
+  if (!key) throw new UsageError("inbox needs a SESSION_KEY");
+  const max = intFlag(flags.max, "max", 100);
+  return withMesh(flags, async (mesh) => {
+    const pending = await mesh.sessions.peek(ref(key, flags.of), { max });
+    if (json) return io.out(JSON.stringify(pending.map(pendingJson)));
+    if (pending.length === 0) return io.out("no pending messages");
+    table(io, ["SEQ", "ID", "KIND", "FROM", "AGE", "BYTES", "BODY"], pending.map((p) => [String(p.seq), p.id ?? "-", p.kind, p.from ? addr(p.from) : "-", age(p.storedAt), String(p.size), p.unreadable ? `(unreadable: ${p.unreadable})` : preview(p.envelope?.body)]));
+  });
 }
 
 function intFlag(v: string | undefined, name: string, dflt: number): number {
@@ -439,6 +446,41 @@ function cursorFile(): string {
   return join(STATE_DIR, "redrive-cursor.json");
 }
 
+/** Redrive parked messages; a long run keeps its place, so an interrupted redrive of the same list resumes after the last done. */
+async function redriveMany(mesh: Mesh, seqs: readonly number[], json: boolean, io: CliIo): Promise<void> {
+  const key = seqs.join(",");
+  let start = 0;
+  let resumed = false;
+  try {
+    const c = JSON.parse(readFileSync(cursorFile(), "utf8")) as { key?: string; done?: number };
+    if (c.key === key && typeof c.done === "number") [start, resumed] = [c.done, true];
+  } catch {
+    // no cursor: start from the beginning
+  }
+  const record = (done: number) => {
+    mkdirSync(STATE_DIR, { recursive: true });
+    writeFileSync(cursorFile(), JSON.stringify({ key, done }));
+  };
+  if (seqs.length > 1) record(start);
+  const results = [];
+  for (let i = start; i < seqs.length; i++) {
+    const seq = seqs[i]!;
+    const done = await mesh.parked.redrive(seq).catch((err: unknown) => {
+      // Resumed: the run that stopped may have redriven this one before recording it.
+      if (i === start && resumed && err instanceof MeshError && err.code === "not_found") return undefined;
+      throw err;
+    });
+    if (done) results.push({ parkedSeq: seq, ...done });
+    if (seqs.length > 1) {
+      record(i + 1);
+      if (!json) io.out(`redriven ${i + 1}/${seqs.length}${done ? "" : ` (${seq} was already redriven)`}`);
+    }
+  }
+  rmSync(cursorFile(), { force: true });
+  if (json) return void io.out(JSON.stringify(results));
+  if (seqs.length === 1) io.out(`redriven ${seqs[0]} to ${results[0]?.subject ?? "?"}`);
+}
+
 async function parked(flags: Flags, rest: string[], json: boolean, io: CliIo): Promise<number> {
   const [sub = "list", ...args] = rest;
   const seqs = args.map((a) => {
@@ -467,41 +509,8 @@ async function parked(flags: Flags, rest: string[], json: boolean, io: CliIo): P
         }
         return;
       }
-      case "redrive": {
-        // A long run keeps its place: an interrupted redrive of the same list resumes after the last done.
-        const key = seqs.join(",");
-        let start = 0;
-        let resumed = false;
-        try {
-          const c = JSON.parse(readFileSync(cursorFile(), "utf8")) as { key?: string; done?: number };
-          if (c.key === key && typeof c.done === "number") [start, resumed] = [c.done, true];
-        } catch {
-          // no cursor: start from the beginning
-        }
-        const record = (done: number) => {
-          mkdirSync(STATE_DIR, { recursive: true });
-          writeFileSync(cursorFile(), JSON.stringify({ key, done }));
-        };
-        if (seqs.length > 1) record(start);
-        const results = [];
-        for (let i = start; i < seqs.length; i++) {
-          const seq = seqs[i]!;
-          const done = await mesh.parked.redrive(seq).catch((err: unknown) => {
-            // Resumed: the run that stopped may have redriven this one before recording it.
-            if (i === start && resumed && err instanceof MeshError && err.code === "not_found") return undefined;
-            throw err;
-          });
-          if (done) results.push({ parkedSeq: seq, ...done });
-          if (seqs.length > 1) {
-            record(i + 1);
-            if (!json) io.out(`redriven ${i + 1}/${seqs.length}${done ? "" : ` (${seq} was already redriven)`}`);
-          }
-        }
-        rmSync(cursorFile(), { force: true });
-        if (json) return io.out(JSON.stringify(results));
-        if (seqs.length === 1) io.out(`redriven ${seqs[0]} to ${results[0]?.subject ?? "?"}`);
-        return;
-      }
+      case "redrive":
+        return redriveMany(mesh, seqs, json, io);
       case "drop": {
         for (const seq of seqs) await mesh.parked.drop(seq);
         if (json) return io.out(JSON.stringify({ dropped: seqs }));
