@@ -187,7 +187,35 @@ function tidy(s: string): string {
 /** The action a reply really asks for, combining a structured request with legacy tokens in its text. */
 export function resolveReplyAction(text: string, requested: Action = "reply"): { action: Action; text: string; tokens: readonly LegacyToken[] } {
   const c = classifyReply(text);
-  if (c.skip) return { action: "skip", text: c.text, tokens: c.tokens };
-  if (c.suppressAnnounce && requested === "announce") return { action: "reply", text: c.text, tokens: c.tokens };
-  return { action: requested, text: c.text, tokens: c.tokens };
+  const action: Action = c.skip ? "skip" : c.suppressAnnounce && requested === "announce" ? "reply" : requested;
+  return { action, text: c.text, tokens: c.tokens };
+}
+
+/** A handoff body (a reply's body, a completion's result) as it is stored: tokens stripped into an action. */
+export interface ResolvedHandoff<B> {
+  readonly body: B;
+  /** The structured action: the requested one, or what a signalling token in a text body decided. */
+  readonly action: Action;
+  /** True when the text body held tokens (signalling, mentioned or struck) and was rewritten. */
+  readonly rewritten: boolean;
+}
+
+/**
+ * The one classify/strip/action step every handoff takes (replies and completions alike): a text
+ * body is run through the legacy-token rule; any other body is kept, with the requested action.
+ */
+export function resolveHandoff<B>(body: B, requested: Action = "reply"): ResolvedHandoff<B | string> {
+  if (typeof body !== "string") return { body, action: requested, rewritten: false };
+  const c = classifyReply(body);
+  const action: Action = c.skip ? "skip" : c.suppressAnnounce && requested === "announce" ? "reply" : requested;
+  return { body: c.text, action, rewritten: rewritten(c) };
+}
+
+/**
+ * What a received reply asks for: its envelope's action when the sender set one, else what its text
+ * says under the same rule (a sender that predates structured actions). Tokens never reach a model.
+ */
+export function receivedReply<B>(body: B, action: Action | undefined): ResolvedHandoff<B | string> {
+  if (action !== undefined) return { ...resolveHandoff(body, action), action };
+  return resolveHandoff(body);
 }

@@ -75,12 +75,18 @@ export const meshSend = defineTool({
       const to = sender ?? (needsTarget(p) ? await resolveTarget(p, ctx) : undefined);
       if (!to) return { ok: false, text: `mesh_send was not run: message ${p.replyTo} was not shown in this run; give sessionKey (and instance) of its sender too.`, details: { error: "unknown_message" } };
       const r = await ctx.session.reply({ id: p.replyTo, from: to }, p.message);
-      return { ok: true, text: `Reply to ${p.replyTo} delivered to ${describeAddress(to)} (id ${r.id}). Nothing more to do for it.`, details: { replied: p.replyTo, id: r.id } };
+      if (r.action === "skip") {
+        return { ok: true, text: `Reply to ${p.replyTo} recorded as a silent skip: ${describeAddress(to)} is told nothing. Nothing more to do for it.`, details: { replied: p.replyTo, id: r.id, action: r.action } };
+      }
+      return { ok: true, text: `Reply to ${p.replyTo} delivered to ${describeAddress(to)} (id ${r.id}). Nothing more to do for it.`, details: { replied: p.replyTo, id: r.id, action: r.action } };
     }
     const to = await resolveTarget(p, ctx);
     const out = await ctx.session.send({ to, body: p.message, waitMs: (p.timeoutSeconds ?? 0) * 1000, ...routing(p, ctx), ...(ctx.signal && { signal: ctx.signal }) });
+    if (out.status === "replied" && out.action === "skip") {
+      return { ok: true, text: `${sessionKeyOf(out.from)} answered silently: it has nothing to tell you about this message. Nothing more to do for it.`, details: { status: "ok", id: out.id, action: "skip", from: out.from } };
+    }
     if (out.status === "replied") {
-      return { ok: true, text: `Reply from ${sessionKeyOf(out.from)}: ${bodyText(out.reply)}`, details: { status: "ok", id: out.id, reply: out.reply, from: out.from } };
+      return { ok: true, text: `Reply from ${sessionKeyOf(out.from)}: ${bodyText(out.reply)}`, details: { status: "ok", id: out.id, action: "reply", reply: out.reply, from: out.from } };
     }
     return {
       ok: true,
@@ -369,6 +375,7 @@ export function formatMessage(m: InboxMessage): string {
 
 function describeFinished(d: FinishedItem): string {
   const outcome = d.state === "completed" ? `completed by ${d.assignee}` : `${d.state} (${d.assignee})`;
+  if (d.action === "skip") return `${outcome}, silently: its assignee chose to report nothing, so there is no result to pass on.`;
   if (d.surfaced === "inbox") return `${outcome}; its result is among the messages being shown to you now.`;
   const payload = d.result !== undefined ? `: ${bodyText(d.result)}` : d.error ? `: ${d.error}` : "";
   return `${outcome}${payload}`;
