@@ -5,11 +5,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { classifyReply } from "../src/handoff/index.js";
-import { formatMessage, meshTools, parseSessionKey, type Mesh, type MeshSession, type MeshTool } from "../src/index.js";
+import { SessionClosedError, formatMessage, meshTools, parseSessionKey, type Mesh, type MeshSession, type MeshTool } from "../src/index.js";
 import { decodeEnvelope, Kinds, ReservedIds, type Envelope } from "../src/wire/index.js";
 import type { MeshContext } from "../src/mesh-context.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
-import { closeInternalContexts, internalContext, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
+import { closeInternalContexts, inspect, internalContext, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 
 let server: TestServer;
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -211,5 +211,38 @@ describe("one path for every handoff", () => {
     expect(awaited.details).toMatchObject({ done: [{ sessionKey: child, action: "skip", surfaced: "earlier" }] });
     expect(awaited.text).toContain("silently");
     expectNoToken(awaited.text);
+  });
+});
+
+describe("a closed session", () => {
+  it("refuses a send or a delegation with SessionClosedError before anything is written, and the tools say so", async () => {
+    const prefix = uniquePrefix();
+    const mesh = await openMesh(server, { prefix, instance: "gw1" });
+    cleanups.push(() => mesh.close());
+    const boss = await mesh.sessions.open("agent:boss:main");
+    cleanups.push(() => boss.close());
+    const gone = mesh.address("agent:helper:discord:channel:123");
+    await boss.services.directory.bind("discord:#ops", gone);
+    await mesh.sessions.close(gone);
+    const stored = async () => (await inspect(server, prefix)).storedInbox("gw1");
+    const before = await stored();
+
+    await expect(boss.send({ to: gone, body: "still there?" })).rejects.toBeInstanceOf(SessionClosedError);
+    await expect(boss.send({ to: gone, body: "still there?", waitMs: 5_000 })).rejects.toMatchObject({ code: "session_closed", sessionKey: "agent:helper:discord:channel:123", instance: "gw1" });
+    await expect(boss.delegate({ to: gone, message: "do it", taskId: "closed-1" })).rejects.toBeInstanceOf(SessionClosedError);
+    expect(await mesh.tasks.get("closed-1")).toBeUndefined();
+
+    const bySession = await tool("mesh_send").execute({ sessionKey: "agent:helper:discord:channel:123", message: "hello?" }, { session: boss });
+    const byChannel = await tool("mesh_send").execute({ channel: "discord:#ops", message: "hello?" }, { session: boss });
+    const delegated = await tool("mesh_delegate").execute({ channel: "discord:#ops", message: "do it", taskId: "closed-2" }, { session: boss });
+    for (const r of [bySession, byChannel, delegated]) {
+      expect(r.ok).toBe(false);
+      expect(r.details).toMatchObject({ error: "session_closed", sessionKey: "agent:helper:discord:channel:123" });
+      expect(r.text).toContain("was closed");
+      expect(r.text).toContain("start a new session");
+    }
+    expect(delegated.text).toContain("Nothing was delegated");
+    expect(await mesh.tasks.get("closed-2")).toBeUndefined();
+    expect(await stored()).toBe(before);
   });
 });

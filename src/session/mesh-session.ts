@@ -11,7 +11,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index.js";
-import { InvalidAddressError, MeshError, PayloadTooLargeError, UnknownInstanceError } from "../errors.js";
+import { InvalidAddressError, MeshError, PayloadTooLargeError, SessionClosedError, UnknownInstanceError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { sendEnvelope, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
 import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, type Action, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState, type TurnOutcome } from "../wire/index.js";
@@ -182,7 +182,14 @@ export class MeshSession {
     await this.watcher.waitFor(() => true, this.signalFor(signal));
   }
 
+  /** Throws SessionClosedError when `to` is closed for good: checked before anything is written. */
+  private async assertOpen(to: SessionAddress): Promise<void> {
+    const record = await this.services.sessions.get(to);
+    if (record?.lifecycle === "closed") throw new SessionClosedError(sessionKeyOf(to), to.instance);
+  }
+
   async send(opts: SendOptions): Promise<SendOutcome> {
+    await this.assertOpen(opts.to);
     const id = randomUUID();
     const origin = await this.effectiveOrigin(opts);
     const envelope = createEnvelope({ id, kind: opts.kind ?? Kinds.message, from: this.address, to: opts.to, correlationId: id, ...(origin && { origin }), body: opts.body });
@@ -246,6 +253,7 @@ export class MeshSession {
   async delegate(opts: DelegateOptions, hooks: DelegateHooks = {}): Promise<DelegateOutcome> {
     if (opts.taskKey) return this.delegateByKey(opts.taskKey, opts, hooks);
     if (!opts.to) throw new InvalidTaskActionError("delegate needs a target session (or a task key with an agent)");
+    await this.assertOpen(opts.to);
     const taskId = opts.taskId ?? randomUUID();
     const claim = await this.claimRecord(await this.newRecord(opts.to, taskId, opts));
     if (claim.kind === "in-use") {
@@ -279,6 +287,7 @@ export class MeshSession {
         // The entry's task record is gone: a new task for its (live) session. Closed: a new session.
         session = v.session;
       }
+      if (session === undefined && opts.to !== undefined) await this.assertOpen(opts.to);
       session ??= opts.to ?? keys.newSession(k.agent, k.instance);
       const taskId = randomUUID();
       // The record first: an entry never points at a task that was not created.
