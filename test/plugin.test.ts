@@ -159,6 +159,11 @@ describe("OpenClaw plugin", () => {
     expect(f.hook("message_sending")({ content: "🎯 Result received. REPLY_SKIP" }, {})).toEqual({ cancel: true });
     expect(f.hook("message_sending")({ content: "Here you go. ANNOUNCE_SKIP" }, {})).toEqual({ content: "Here you go." });
     expect(f.hook("message_sending")({ content: "plain text" }, {})).toBeUndefined();
+    // Any case, a struck-through token, a mention in prose: the channel never shows a bare token.
+    expect(f.hook("message_sending")({ content: "Noted, will do. reply_skip" }, {})).toEqual({ cancel: true });
+    expect(f.hook("message_sending")({ content: "~~REPLY_SKIP~~ Actually I do have an answer: 42." }, {})).toEqual({ content: "Actually I do have an answer: 42." });
+    expect(f.hook("message_sending")({ content: "I won't use REPLY_SKIP here because the user asked" }, {})).toEqual({ content: "I won't use `REPLY_SKIP` here because the user asked" });
+    expect(f.hook("message_sending")({ content: "see example.test/NO_REPLY" }, {})).toBeUndefined();
     await runtime.stop();
   });
 
