@@ -188,6 +188,10 @@ export class MeshSession {
     if (record?.lifecycle === "closed") throw new SessionClosedError(sessionKeyOf(to), to.instance);
   }
 
+  /**
+   * Send a message (optionally waiting, bounded, for its reply inline). A recipient whose session
+   * is closed is refused with SessionClosedError before anything is written.
+   */
   async send(opts: SendOptions): Promise<SendOutcome> {
     await this.assertOpen(opts.to);
     const id = randomUUID();
