@@ -85,6 +85,20 @@ export class SendFailedError extends MeshError {
   }
 }
 
+/**
+ * The recipient session is closed for good (registry lifecycle `closed`): it takes no more
+ * messages or tasks. Raised before anything is written: nothing was sent or stored.
+ */
+export class SessionClosedError extends MeshError {
+  readonly sessionKey: string;
+  readonly instance: string;
+  constructor(sessionKey: string, instance: string) {
+    super("session_closed", `session ${sessionKey} @${instance} was closed and takes no more messages or tasks; nothing was sent. Start a new session for this work instead`);
+    this.sessionKey = sessionKey;
+    this.instance = instance;
+  }
+}
+
 /** Another reader holds the session's lease and did not release it in time. */
 export class SessionBusyError extends MeshError {
   constructor(sessionKey: string, holder: string) {

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { meshTools, type Mesh, type MeshSession } from "../src/index.js";
 import { ForbiddenRouteError, originFromHostContext, type HostContext } from "../src/handoff/index.js";
-import { AnnounceBodySchema, Kinds, type DeliveryTarget } from "../src/wire/index.js";
+import { AnnounceBodySchema, Kinds, ReservedIds, type DeliveryTarget } from "../src/wire/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
 import { openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
 
@@ -103,12 +103,13 @@ describe("origin through three hops", () => {
     const announced = await deliverAnnounces(a);
     expect(announced).toEqual([{ target: expected, text: "April: 412 units billed" }]);
 
-    // B tells A it is done with a legacy token amid chatter: A gets the completion, nothing is announced, no token leaks.
+    // B tells A it is done with a legacy token amid chatter: a skip. A's model is told nothing (the
+    // completion is recorded as surfaced, never shown), nothing is announced, no token is stored.
     const bDone = await tool("mesh_complete").execute({ taskId: taskAB, status: "completed", result: "🎯 Result received. REPLY_SKIP" }, { session: b });
     expect(bDone.text).toContain("(silently: nothing posted)");
-    const aInbox = await a.take();
-    await aInbox.confirm();
-    expect(aInbox.messages.map((m) => [m.kind, m.envelope.action, (m.body as { result?: string }).result])).toEqual([[Kinds.taskComplete, "skip", "🎯 Result received."]]);
+    expect(await ma.tasks.get(taskAB)).toMatchObject({ action: "skip", result: "🎯 Result received." });
+    expect((await a.take()).messages).toEqual([]);
+    expect(a.inbox.surfaced(ReservedIds.taskComplete(taskAB))).toBe(true);
   });
 });
 

@@ -12,7 +12,6 @@ const TABLE: [string, string[], string][] = [
   ["Delegation complete ✅\n\nREPLY_SKIP\n", ["REPLY_SKIP"], "Delegation complete ✅"],
   ["**REPLY_SKIP**", ["REPLY_SKIP"], ""],
   ["_NO_REPLY_", ["NO_REPLY"], ""],
-  ["~~ANNOUNCE_SKIP~~ ok", ["ANNOUNCE_SKIP"], "ok"],
   ["Success (REPLY_SKIP)", ["REPLY_SKIP"], "Success ()"],
   ["REPLY_SKIP!", ["REPLY_SKIP"], "!"],
   ["Result received: REPLY_SKIP.", ["REPLY_SKIP"], "Result received:."],
@@ -21,7 +20,6 @@ const TABLE: [string, string[], string][] = [
   ["> quoted\nNO_REPLY", ["NO_REPLY"], "> quoted"],
   ["Thanks. ANNOUNCE_SKIP REPLY_SKIP", ["ANNOUNCE_SKIP", "REPLY_SKIP"], "Thanks."],
   ["REPLY_SKIP REPLY_SKIP", ["REPLY_SKIP", "REPLY_SKIP"], ""],
-  ["Got it,REPLY_SKIP,thanks", ["REPLY_SKIP"], "Got it,,thanks"],
   ["**Done** REPLY_SKIP", ["REPLY_SKIP"], "**Done**"],
   ["\tREPLY_SKIP\t", ["REPLY_SKIP"], ""],
   ["Über gut — NO_REPLY", ["NO_REPLY"], "Über gut —"],
@@ -42,7 +40,25 @@ const TABLE: [string, string[], string][] = [
   ["https://x.test/?q=REPLY_SKIP&NO_REPLY", [], "https://x.test/?q=REPLY_SKIP&NO_REPLY"],
   // Mixed: a code span does not shield a bare token elsewhere.
   ["`REPLY_SKIP` means quiet, so: REPLY_SKIP", ["REPLY_SKIP"], "`REPLY_SKIP` means quiet, so:"],
-  ["lowercase reply_skip is prose", [], "lowercase reply_skip is prose"],
+  // Any case: recognised like the upper-case token, so it never reaches a user verbatim.
+  ["reply_skip", ["REPLY_SKIP"], ""],
+  ["Reply_Skip", ["REPLY_SKIP"], ""],
+  ["Got it. no_reply", ["NO_REPLY"], "Got it."],
+  // Signalling needs an edge: the start or end of the reply, or a line of its own.
+  ["News: revenue is up.\nREPLY_SKIP\nDetails follow.", ["REPLY_SKIP"], "News: revenue is up.\n\nDetails follow."],
+  // Not a signal: a mention inside prose is kept, quoted as code, and decides nothing.
+  ["I won't use REPLY_SKIP here because the user asked", [], "I won't use `REPLY_SKIP` here because the user asked"],
+  ["Got it,REPLY_SKIP,thanks", [], "Got it,`REPLY_SKIP`,thanks"],
+  ["lowercase reply_skip is prose", [], "lowercase `reply_skip` is prose"],
+  ["The build passed.\nI won't use **NO_REPLY** since you asked.", [], "The build passed.\nI won't use **`NO_REPLY`** since you asked."],
+  // Not a signal: struck through, the writer withdrew it; it is removed and the answer kept.
+  ["~~REPLY_SKIP~~ Actually I do have an answer: 42.", [], "Actually I do have an answer: 42."],
+  ["~~ANNOUNCE_SKIP~~ ok", [], "ok"],
+  ["Here: ~NO_REPLY~ the numbers are final.", [], "Here: the numbers are final."],
+  // Not counted: a path segment, with or without a scheme.
+  ["example.test/NO_REPLY", [], "example.test/NO_REPLY"],
+  ["See example.test/REPLY_SKIP for details", [], "See example.test/REPLY_SKIP for details"],
+  ["src/NO_REPLY/index.ts changed", [], "src/NO_REPLY/index.ts changed"],
 ];
 
 describe("legacy silent-reply tokens", () => {
@@ -58,12 +74,24 @@ describe("legacy silent-reply tokens", () => {
     expect(c.suppressAnnounce).toBe(tokens.includes("ANNOUNCE_SKIP"));
   });
 
-  it("never leaves a counted token in the deliverable text", () => {
+  it("never leaves a bare token in the deliverable text: what remains is stable under the same rule", () => {
     for (const [reply] of TABLE) {
       const c = classifyReply(reply);
-      // Whatever remains is re-checked by the same rule: nothing counts any more.
-      expect(classifyReply(c.text).tokens, reply).toEqual([]);
+      // Whatever remains is re-checked by the same rule: no signal, mention or struck token is left.
+      const again = classifyReply(c.text);
+      expect([again.tokens, again.mentions, again.struck], reply).toEqual([[], [], []]);
+      expect(again.text, reply).toBe(c.text);
     }
+  });
+
+  it("tells mentions and struck-through tokens apart from signals, and neither decides the action", () => {
+    const mention = classifyReply("I won't use REPLY_SKIP here because the user asked");
+    expect(mention).toMatchObject({ tokens: [], mentions: ["REPLY_SKIP"], struck: [], skip: false });
+    const struck = classifyReply("~~REPLY_SKIP~~ Actually I do have an answer…");
+    expect(struck).toMatchObject({ tokens: [], mentions: [], struck: ["REPLY_SKIP"], skip: false, text: "Actually I do have an answer…" });
+    expect(resolveReplyAction("~~REPLY_SKIP~~ Actually I do have an answer…")).toMatchObject({ action: "reply", text: "Actually I do have an answer…" });
+    expect(resolveReplyAction("I won't use REPLY_SKIP here because the user asked", "announce")).toMatchObject({ action: "announce" });
+    expect(resolveReplyAction("Noted, will do. reply_skip")).toMatchObject({ action: "skip", text: "Noted, will do." });
   });
 
   it("turns tokens into the structured action", () => {

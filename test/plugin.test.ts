@@ -2,9 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { registerClawmesh } from "../src/openclaw/register.js";
 import { PendingCompletions } from "../src/openclaw/pending-completions.js";
-import { MeshUnavailableError } from "../src/openclaw/runtime.js";
-import { InvalidAddressError } from "../src/errors.js";
-import { pluginConfigJsonSchema } from "../src/openclaw/config.js";
+import { MeshMisconfiguredError, MeshRuntime, MeshUnavailableError } from "../src/openclaw/runtime.js";
+import { InvalidAddressError, SendFailedError, TopologyConflictError, ValidationError } from "../src/errors.js";
+import { NotProvisionedError } from "../src/topology/index.js";
+import { PluginConfigSchema, pluginConfigJsonSchema } from "../src/openclaw/config.js";
 import type { HookHandlers, HostTool, PluginApi, ToolFactoryContext } from "../src/openclaw/host-types.js";
 import { meshTools, type Mesh } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
@@ -158,6 +159,11 @@ describe("OpenClaw plugin", () => {
     expect(f.hook("message_sending")({ content: "🎯 Result received. REPLY_SKIP" }, {})).toEqual({ cancel: true });
     expect(f.hook("message_sending")({ content: "Here you go. ANNOUNCE_SKIP" }, {})).toEqual({ content: "Here you go." });
     expect(f.hook("message_sending")({ content: "plain text" }, {})).toBeUndefined();
+    // Any case, a struck-through token, a mention in prose: the channel never shows a bare token.
+    expect(f.hook("message_sending")({ content: "Noted, will do. reply_skip" }, {})).toEqual({ cancel: true });
+    expect(f.hook("message_sending")({ content: "~~REPLY_SKIP~~ Actually I do have an answer: 42." }, {})).toEqual({ content: "Actually I do have an answer: 42." });
+    expect(f.hook("message_sending")({ content: "I won't use REPLY_SKIP here because the user asked" }, {})).toEqual({ content: "I won't use `REPLY_SKIP` here because the user asked" });
+    expect(f.hook("message_sending")({ content: "see example.test/NO_REPLY" }, {})).toBeUndefined();
     await runtime.stop();
   });
 
@@ -272,6 +278,61 @@ describe("OpenClaw plugin", () => {
     expect(await (await inspect(server, prefix)).storedInbox("gw1")).toBe(0);
     expect(up.logs.filter((l) => l.startsWith("warn clawmesh: a sessions_send from agent:main:main was not routed"))).toHaveLength(2);
     await runtime.stop();
+  });
+
+  it("records a turn that OpenClaw reports as timed out as a timeout, not an error, and the session stays resumable", async () => {
+    const prefix = uniquePrefix();
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix });
+    const runtime = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    const other: Mesh = await openMesh(server, { prefix, instance: "gw2" });
+    const lastTurn = async (sessionKey: string) => (await other.sessions.get({ sessionKey, instance: "gw1" }))?.lastTurn;
+
+    const ended = [
+      ["agent:main:main", { success: false, error: "run timed out after 600s", outcome: "timeout" }, "timeout"],
+      ["agent:ops:main", { success: false, error: "LLM request timed out", timedOut: true }, "timeout"],
+      ["agent:cron:main", { success: false, error: "provider returned 500" }, "error"],
+      ["agent:bot:main", { success: false, outcome: "killed" }, "interrupted"],
+      ["agent:docs:main", { success: true, durationMs: 1200, messages: [] }, "ok"],
+    ] as const;
+    for (const [sessionKey, event, outcome] of ended) {
+      await runtime.runFor(sessionKey);
+      await f.hook("agent_end")(event, { sessionKey });
+      expect(await lastTurn(sessionKey), sessionKey).toMatchObject({ outcome });
+    }
+    expect(await other.sessions.get({ sessionKey: "agent:main:main", instance: "gw1" })).toMatchObject({ lifecycle: "idle", resumable: true, lastTurn: { outcome: "timeout", error: "run timed out after 600s" } });
+    await other.close();
+    await runtime.stop();
+  });
+
+  it("never reports a configuration or authorization error as the bus being unreachable", async () => {
+    const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+    // Not connected: only connection trouble is rephrased as "unreachable right now".
+    const runtime = new MeshRuntime(PluginConfigSchema.parse({ instance: "gw1", servers: "nats://127.0.0.1:1" }), quiet);
+    const refusals = [
+      new ValidationError("send", [{ path: "message", message: "too long" }]),
+      new TopologyConflictError("stream X", "max_bytes", 1, 2),
+      new NotProvisionedError("stream X", undefined),
+      new MeshMisconfiguredError("not_permitted", "the NATS server refused this gateway's credentials"),
+    ];
+    for (const err of refusals) expect(runtime.explain(err), err.code).toBe(err);
+    expect(runtime.explain(new SendFailedError("m1", new Error("no ack")))).toBeInstanceOf(MeshUnavailableError);
+
+    // A mesh the gateway cannot use as configured: its instance's streams exist with other limits.
+    const prefix = uniquePrefix();
+    const existing = await openMesh(server, { prefix, instance: "gw1", retention: { maxAgeMs: 3_600_000 } });
+    await existing.close();
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix });
+    const gw = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    expect(f.logs.some((l) => /^error clawmesh: NATS at .* refused this gateway or the mesh is misconfigured \(topology_conflict\)/.test(l))).toBe(true);
+    const send = f.tools.get("mesh_send")!({ sessionKey: "agent:main:main" })!;
+    const failed = await send.execute("c1", { agentId: "x", message: "hi" }).catch((e: unknown) => e);
+    expect(failed).toBeInstanceOf(MeshMisconfiguredError);
+    expect(failed).toMatchObject({ code: "topology_conflict" });
+    expect((failed as Error).message).toContain("trying again will not help");
+    expect((failed as Error).message).not.toMatch(/unreachable right now|try again shortly/);
+    await gw.stop();
   });
 
   it("gives the model a clear error when NATS is down, and keeps going", async () => {

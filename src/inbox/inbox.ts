@@ -19,7 +19,8 @@ import type { SessionAddress } from "../address/index.js";
 import { sessionKeyOf } from "../address/index.js";
 import { InboxStateError, MeshError, describe } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
+import { Kinds, decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
+import { receivedReply } from "../handoff/index.js";
 import { isNotFound } from "../transport/js-errors.js";
 import { SessionLease, type AcquireOptions } from "./lease.js";
 import { SeenLog, SeenLogRefusedError } from "./seen-log.js";
@@ -65,7 +66,12 @@ export interface TakeOptions {
   readonly max?: number;
 }
 
-type Verdict = { readonly show: InboxMessage } | { readonly skip: true } | { readonly park: ParkReason; readonly detail: string };
+/**
+ * What a take does with one fetched message: show it; skip it (already surfaced); record it as
+ * surfaced without showing it (`silent`: a reply or completion whose action is `skip`, so the
+ * model is told nothing); or park it.
+ */
+type Verdict = { readonly show: InboxMessage } | { readonly skip: true } | { readonly silent: string } | { readonly park: ParkReason; readonly detail: string };
 
 export class Inbox {
   private outstanding: HeldBatch | undefined;
@@ -134,22 +140,26 @@ export class Inbox {
       if (fetched.length === 0) return emptyBatch;
       try {
         const shown: InboxMessage[] = [];
+        const silent: string[] = [];
         const ids = new Set<string>();
         for (const m of fetched) {
           const v = await this.judge(m, ids);
           if ("show" in v) {
             shown.push(v.show);
             ids.add(v.show.id);
+          } else if ("silent" in v) {
+            silent.push(v.silent);
+            ids.add(v.silent);
           } else if ("park" in v) {
             await park(this.ctx, this.session, m, v.park, v.detail);
           }
         }
         if (shown.length > 0) {
-          this.outstanding = new HeldBatch(this, shown, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
+          this.outstanding = new HeldBatch(this, shown, silent, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
           return this.outstanding;
         }
-        // Everything fetched was parked or already shown: settle it and look further.
-        await this.settle(fetched, []);
+        // Everything fetched was parked, already shown or silent: record the silent ones, settle, look further.
+        await this.settle(fetched, silent);
       } catch (err) {
         // Fetched but not handed out (a park or the seen log refused): give every message back,
         // so no later acknowledgement (ack policy all) can cover one that was never shown.
@@ -297,13 +307,15 @@ export class Inbox {
     }
     if (env.kind !== subject.kind) return { park: "kind_mismatch", detail: `envelope kind '${env.kind}', subject kind '${subject.kind}'` };
     if (this.seen.has(env.id) || batchIds.has(env.id)) return { skip: true };
+    if (silentHandoff(env)) return { silent: env.id };
     return {
       show: {
         id: env.id,
         kind: env.kind,
         from: env.from,
         to: env.to,
-        body: env.body,
+        // A reply's text as the one handoff rule leaves it (a sender that predates actions may still hold tokens).
+        body: env.kind === Kinds.reply ? receivedReply(env.body, env.action).body : env.body,
         sentAt: env.sentAt,
         ...(env.correlationId !== undefined && { correlationId: env.correlationId }),
         ...(env.taskId !== undefined && { taskId: env.taskId }),
@@ -321,6 +333,8 @@ class HeldBatch implements InboxBatch {
   constructor(
     private readonly inbox: Inbox,
     readonly messages: readonly InboxMessage[],
+    /** Ids taken silently with this batch (skips): recorded with it, never shown. */
+    private readonly silent: readonly string[],
     private readonly held: readonly JsMsg[],
     readonly more: boolean,
     ackWaitMs: number,
@@ -334,13 +348,13 @@ class HeldBatch implements InboxBatch {
   }
 
   holds(id: string): boolean {
-    return this.messages.some((m) => m.id === id);
+    return this.messages.some((m) => m.id === id) || this.silent.includes(id);
   }
 
   async confirm(): Promise<void> {
     if (this.done) return;
     try {
-      await this.inbox.confirmBatch(this.held, this.messages.map((m) => m.id));
+      await this.inbox.confirmBatch(this.held, [...this.messages.map((m) => m.id), ...this.silent]);
     } catch (err) {
       // Nothing was recorded or acknowledged: give the messages back so they are offered again.
       await this.release();
@@ -362,6 +376,13 @@ class HeldBatch implements InboxBatch {
     clearInterval(this.keepAlive);
     this.inbox.finished(this);
   }
+}
+
+/** A reply or completion whose action is `skip` (its sender's, or what a legacy reply's text says): nobody is told. */
+function silentHandoff(env: Envelope): boolean {
+  if (env.kind === Kinds.taskComplete) return env.action === "skip";
+  if (env.kind === Kinds.reply) return receivedReply(env.body, env.action).action === "skip";
+  return false;
 }
 
 const emptyBatch: InboxBatch = Object.freeze({

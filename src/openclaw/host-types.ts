@@ -50,10 +50,24 @@ export interface SubagentHookContext {
   readonly requesterSessionKey?: string;
 }
 
+/**
+ * `agent_end` (PluginHookAgentEndEvent: messages, success, error?, durationMs?). How a run ended
+ * beyond success/error is reported by OpenClaw builds that have it as `outcome` (the run-outcome
+ * vocabulary of `subagent_ended`: ok, error, timeout, killed, ...) or as a `timedOut` flag.
+ */
+export interface AgentEndEvent {
+  readonly success?: boolean;
+  readonly error?: string;
+  readonly outcome?: string;
+  readonly timedOut?: boolean;
+  readonly durationMs?: number;
+  readonly messages?: readonly unknown[];
+}
+
 export interface HookHandlers {
   gateway_stop: (event: { reason?: string }, ctx: unknown) => void | Promise<void>;
   before_prompt_build: (event: { prompt?: string }, ctx: AgentHookContext) => Promise<{ prependContext?: string } | void>;
-  agent_end: (event: { success?: boolean; error?: string }, ctx: AgentHookContext) => void | Promise<void>;
+  agent_end: (event: AgentEndEvent, ctx: AgentHookContext) => void | Promise<void>;
   before_tool_call: (
     event: { toolName: string; params: Record<string, unknown> },
     ctx: AgentHookContext & { toolName?: string },

@@ -5,5 +5,5 @@
 export { PLUGIN_ID, registerClawmesh } from "./register.js";
 export { surfacePending } from "./surfacing.js";
 export { PluginConfigSchema, pluginConfigJsonSchema, type PluginConfig } from "./config.js";
-export { MeshRuntime, MeshUnavailableError } from "./runtime.js";
+export { MeshRuntime, MeshUnavailableError, MeshMisconfiguredError } from "./runtime.js";
 export type { PluginApi, HostTool, ToolFactoryContext, HookHandlers } from "./host-types.js";

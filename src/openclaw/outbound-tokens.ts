@@ -1,8 +1,9 @@
 /**
- * Legacy skip tokens (`REPLY_SKIP`, `ANNOUNCE_SKIP`, `NO_REPLY`) kept out of channels: stripped from
- * outbound text, and a reply that was only a skip is not sent at all.
+ * Legacy skip tokens (`REPLY_SKIP`, `ANNOUNCE_SKIP`, `NO_REPLY`, in any case) kept out of channels:
+ * a signalling token is stripped (a skip cancels the message), a struck-through one removed, a
+ * mention inside prose quoted as code. A channel never shows a bare token.
  */
-import { classifyReply } from "../handoff/index.js";
+import { classifyReply, rewritten } from "../handoff/index.js";
 import type { PluginConfig } from "./config.js";
 import type { PluginApi } from "./host-types.js";
 import type { MeshRuntime } from "./runtime.js";
@@ -10,7 +11,7 @@ import type { MeshRuntime } from "./runtime.js";
 export function install(api: PluginApi, _runtime: MeshRuntime, _config: PluginConfig): void {
   api.on("message_sending", (event) => {
     const c = classifyReply(event.content ?? "");
-    if (c.tokens.length === 0) return undefined;
+    if (!rewritten(c)) return undefined;
     if (c.skip || c.text.length === 0) return { cancel: true };
     return { content: c.text };
   });

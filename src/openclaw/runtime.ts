@@ -4,17 +4,39 @@
  * Tools and hooks reach the mesh through here (spawn.ts also asks it about task keys and children).
  */
 import { Mesh } from "../mesh.js";
-import { MeshError } from "../errors.js";
+import { MeshError, describe } from "../errors.js";
+import { isBusUnreachable, isNotPermitted } from "../transport/js-errors.js";
 import type { MeshSession } from "../session/index.js";
 import type { TurnOutcome } from "../wire/index.js";
 import type { PluginConfig } from "./config.js";
 import type { HostLogger } from "./host-types.js";
 import { PendingCompletions, type ChildCompletion } from "./pending-completions.js";
 
+/** The connection to the bus is lost or cannot be made right now: passing, worth trying again. Used for nothing else. */
 export class MeshUnavailableError extends MeshError {
   constructor(detail: string) {
     super("mesh_unavailable", `the clawmesh message bus is unreachable right now (${detail}). Nothing was sent; try again shortly or tell the user.`);
   }
+}
+
+/**
+ * The bus refused this gateway (its credentials or permissions), or the mesh's configuration is
+ * wrong (invalid settings, streams not provisioned or provisioned differently): a configuration
+ * problem that waiting does not fix. Keeps the code of what refused (`not_permitted`,
+ * `invalid_input`, `not_provisioned`, `topology_conflict`, ...).
+ */
+export class MeshMisconfiguredError extends MeshError {
+  constructor(code: string, detail: string, options?: { cause?: unknown }) {
+    super(code, `clawmesh cannot serve this gateway: ${detail}. This is a configuration or permission problem, not a passing failure: trying again will not help. Nothing was sent; tell the user or the operator.`, options);
+  }
+}
+
+/** Connection trouble (worth retrying), or a configuration/authorization problem (not worth it). */
+function connectFailure(err: unknown): MeshError {
+  const detail = describe(err);
+  if (isNotPermitted(err)) return new MeshMisconfiguredError("not_permitted", `the NATS server refused this gateway's credentials or permissions (${detail})`, { cause: err });
+  if (err instanceof MeshError && !isBusUnreachable(err, { connected: false })) return new MeshMisconfiguredError(err.code, detail, { cause: err });
+  return new MeshUnavailableError(detail);
 }
 
 export class MeshRuntime {
@@ -64,9 +86,12 @@ export class MeshRuntime {
         return m;
       })
       .catch((err: unknown) => {
-        this.lastError = err instanceof Error ? err.message : String(err);
-        this.logger.error(`clawmesh: cannot reach NATS at ${JSON.stringify(this.config.servers ?? "nats://127.0.0.1:4222")}: ${this.lastError}`);
-        throw new MeshUnavailableError(this.lastError);
+        this.lastError = describe(err);
+        const failure = connectFailure(err);
+        const servers = JSON.stringify(this.config.servers ?? "nats://127.0.0.1:4222");
+        if (failure instanceof MeshUnavailableError) this.logger.error(`clawmesh: cannot reach NATS at ${servers}: ${this.lastError}`);
+        else this.logger.error(`clawmesh: NATS at ${servers} refused this gateway or the mesh is misconfigured (${failure.code}): ${this.lastError}`);
+        throw failure;
       })
       .finally(() => {
         this.connecting = undefined;
@@ -97,10 +122,14 @@ export class MeshRuntime {
     return m;
   }
 
-  /** Rephrase a failure that happened because the bus went away. */
+  /**
+   * Rephrase a failure that happened because the bus went away, and only that: a refusal of this
+   * gateway's identity or permissions, invalid input or a misconfigured mesh stays what it is,
+   * even while the connection is down (retrying would not help, so it must not say so).
+   */
   explain(err: unknown): unknown {
     if (err instanceof MeshUnavailableError || this.connected) return err;
-    return new MeshUnavailableError(`connection lost, reconnecting; ${err instanceof Error ? err.message : String(err)}`);
+    return isBusUnreachable(err, { connected: false }) ? new MeshUnavailableError(`connection lost, reconnecting; ${describe(err)}`) : err;
   }
 
   /** The session's open run, opened on first use in a turn. */

@@ -11,12 +11,12 @@
  */
 import { randomUUID } from "node:crypto";
 import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index.js";
-import { InvalidAddressError, MeshError, PayloadTooLargeError, UnknownInstanceError } from "../errors.js";
+import { InvalidAddressError, MeshError, PayloadTooLargeError, SessionClosedError, UnknownInstanceError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { sendEnvelope, type Delivered, type Inbox, type InboxBatch, type SessionWatcher, type TakeOptions } from "../inbox/index.js";
 import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, type Action, type Envelope, type TaskRecord, type TaskRequestBody, type TaskState, type TurnOutcome } from "../wire/index.js";
 import type { MeshServices } from "./services.js";
-import { resolveDeliveryTarget, type RouteOverrides } from "../handoff/index.js";
+import { receivedReply, resolveDeliveryTarget, resolveHandoff, type RouteOverrides } from "../handoff/index.js";
 import type { Origin } from "../wire/index.js";
 import { TaskKeys } from "./spawn.js";
 import { StoreContentionError } from "../topology/index.js";
@@ -36,8 +36,13 @@ export interface SendOptions extends RouteOverrides {
   readonly signal?: AbortSignal;
 }
 
+/** What a reply asks of its receiver: show it (`reply`), or nothing at all (`skip`). */
+export type ReplyAction = Extract<Action, "reply" | "skip">;
+
 export type SendOutcome =
-  | { readonly status: "replied"; readonly id: string; readonly reply: JsonBody; readonly from: SessionAddress }
+  /** A reply arrived within the wait, tokens stripped; `skip`: the other side chose to say nothing. */
+  | { readonly status: "replied"; readonly id: string; readonly action: "reply"; readonly reply: JsonBody; readonly from: SessionAddress }
+  | { readonly status: "replied"; readonly id: string; readonly action: "skip"; readonly from: SessionAddress }
   | { readonly status: "sent"; readonly id: string; readonly seq: number };
 
 export interface DelegateOptions extends RouteOverrides {
@@ -177,7 +182,18 @@ export class MeshSession {
     await this.watcher.waitFor(() => true, this.signalFor(signal));
   }
 
+  /** Throws SessionClosedError when `to` is closed for good: checked before anything is written. */
+  private async assertOpen(to: SessionAddress): Promise<void> {
+    const record = await this.services.sessions.get(to);
+    if (record?.lifecycle === "closed") throw new SessionClosedError(sessionKeyOf(to), to.instance);
+  }
+
+  /**
+   * Send a message (optionally waiting, bounded, for its reply inline). A recipient whose session
+   * is closed is refused with SessionClosedError before anything is written.
+   */
   async send(opts: SendOptions): Promise<SendOutcome> {
+    await this.assertOpen(opts.to);
     const id = randomUUID();
     const origin = await this.effectiveOrigin(opts);
     const envelope = createEnvelope({ id, kind: opts.kind ?? Kinds.message, from: this.address, to: opts.to, correlationId: id, ...(origin && { origin }), body: opts.body });
@@ -196,7 +212,12 @@ export class MeshSession {
     try {
       const d = await sendEnvelope(this.ctx, envelope);
       const reply = await replied;
-      if (reply && (await this.inbox.claim(reply.id))) return { status: "replied", id, reply: reply.body, from: reply.from };
+      if (reply && (await this.inbox.claim(reply.id))) {
+        // The same rule as everywhere: a sender that predates actions is read by its text.
+        const h = receivedReply(reply.body, reply.action);
+        if (h.action === "skip") return { status: "replied", id, action: "skip", from: reply.from };
+        return { status: "replied", id, action: "reply", reply: h.body, from: reply.from };
+      }
       return { status: "sent", id, seq: d.seq };
     } finally {
       stop.abort();
@@ -214,9 +235,16 @@ export class MeshSession {
     return this.recentSenders.get(messageId);
   }
 
-  /** Answer a message: lands in the asker's inbox (or inline, if it is still waiting). */
-  async reply(to: Pick<Envelope, "id" | "from">, body: JsonBody): Promise<Delivered> {
-    return sendEnvelope(this.ctx, createEnvelope({ kind: Kinds.reply, from: this.address, to: to.from, correlationId: to.id, body }));
+  /**
+   * Answer a message: lands in the asker's inbox (or inline, if it is still waiting). A text body
+   * goes through the one handoff rule (subjects.md, "Legacy tokens"): tokens are stripped and the
+   * envelope carries the action, `reply` or `skip` (a skip is recorded by the asker, never shown).
+   */
+  async reply(to: Pick<Envelope, "id" | "from">, body: JsonBody, opts: { readonly action?: ReplyAction } = {}): Promise<Delivered & { readonly action: ReplyAction }> {
+    const h = resolveHandoff(body, opts.action ?? "reply");
+    const action: ReplyAction = h.action === "skip" ? "skip" : "reply";
+    const d = await sendEnvelope(this.ctx, createEnvelope({ kind: Kinds.reply, from: this.address, to: to.from, correlationId: to.id, action, body: h.body }));
+    return { ...d, action };
   }
 
   /**
@@ -229,6 +257,7 @@ export class MeshSession {
   async delegate(opts: DelegateOptions, hooks: DelegateHooks = {}): Promise<DelegateOutcome> {
     if (opts.taskKey) return this.delegateByKey(opts.taskKey, opts, hooks);
     if (!opts.to) throw new InvalidTaskActionError("delegate needs a target session (or a task key with an agent)");
+    await this.assertOpen(opts.to);
     const taskId = opts.taskId ?? randomUUID();
     const claim = await this.claimRecord(await this.newRecord(opts.to, taskId, opts));
     if (claim.kind === "in-use") {
@@ -262,6 +291,7 @@ export class MeshSession {
         // The entry's task record is gone: a new task for its (live) session. Closed: a new session.
         session = v.session;
       }
+      if (session === undefined && opts.to !== undefined) await this.assertOpen(opts.to);
       session ??= opts.to ?? keys.newSession(k.agent, k.instance);
       const taskId = randomUUID();
       // The record first: an entry never points at a task that was not created.

@@ -12,7 +12,7 @@
  */
 import { sameSession, sessionKeyOf } from "../address/index.js";
 import type { Inbox, SessionWatcher } from "../inbox/index.js";
-import { Kinds, ReservedIds, TERMINAL_STATES, TaskCompleteBodySchema, type Envelope, type TaskRecord, type TaskState } from "../wire/index.js";
+import { Kinds, ReservedIds, TERMINAL_STATES, TaskCompleteBodySchema, type Action, type Envelope, type TaskRecord, type TaskState } from "../wire/index.js";
 import type { StoredTask, TaskRegistry } from "./registry.js";
 
 export interface AwaitTarget {
@@ -28,6 +28,11 @@ export interface FinishedItem {
   readonly result?: TaskRecord["result"];
   readonly error?: string;
   readonly assignee: string;
+  /**
+   * The assignee's action for its result. `skip`: it chose to tell nobody; the result is not
+   * returned (nothing for the model), and the inbox never shows the completion either.
+   */
+  readonly action?: Action;
   /**
    * `await`: returned here and recorded as surfaced; `earlier`: it had already been surfaced
    * (shown by the inbox or an earlier await); `inbox`: a batch the host holds shows it.
@@ -65,7 +70,7 @@ export interface AwaitDeps {
   readonly watcher: SessionWatcher;
 }
 
-type Outcome = Pick<TaskRecord, "state" | "result" | "error"> & { assignee: string };
+type Outcome = Pick<TaskRecord, "state" | "result" | "error" | "action"> & { assignee: string };
 
 export function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[], opts: AwaitOptions): Promise<AwaitResult> {
   return new FanIn(deps, targets, opts).run();
@@ -147,7 +152,7 @@ class FanIn {
     const stored = await this.deps.registry.get(taskId);
     if (!stored || !TERMINAL_STATES.has(stored.record.state)) return stored;
     const r = stored.record;
-    await this.settle(taskId, { state: r.state, result: r.result, error: r.error, assignee: sessionKeyOf(r.assignee) }, sameSession(r.requester, this.deps.inbox.session));
+    await this.settle(taskId, { state: r.state, result: r.result, error: r.error, action: r.action, assignee: sessionKeyOf(r.assignee) }, sameSession(r.requester, this.deps.inbox.session));
     return undefined;
   }
 
@@ -184,9 +189,10 @@ class FanIn {
       taskId,
       ...(target.sessionKey !== undefined && { sessionKey: target.sessionKey }),
       state: r.state,
-      ...(r.result !== undefined && surfaced !== "inbox" && { result: r.result }),
-      ...(r.error !== undefined && { error: r.error }),
+      ...(r.result !== undefined && surfaced !== "inbox" && r.action !== "skip" && { result: r.result }),
+      ...(r.error !== undefined && r.action !== "skip" && { error: r.error }),
       assignee: r.assignee,
+      ...(r.action !== undefined && { action: r.action }),
       surfaced,
     };
     this.done.push(item);

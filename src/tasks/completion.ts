@@ -30,7 +30,7 @@ import type { MeshContext } from "../mesh-context.js";
 import { sendEnvelope, type SendEnvelopeOptions } from "../inbox/index.js";
 import type { SessionRegistry } from "../registry/index.js";
 import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, encodeEnvelope, type Action, type AnnounceBody, type DeliveryTarget, type Envelope, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
-import { resolveDeliveryTarget, resolveReplyAction, targetOf, type RouteOverrides } from "../handoff/index.js";
+import { resolveDeliveryTarget, resolveHandoff, targetOf, type RouteOverrides } from "../handoff/index.js";
 import type { StoredTask, TaskRegistry } from "./registry.js";
 
 export type FinishState = Extract<TaskState, "completed" | "failed" | "canceled">;
@@ -97,11 +97,12 @@ export async function finishTask(deps: FinishDeps, req: FinishRequest, hooks: Fi
   const task = known ?? (await tasks.require(req.taskId));
   if (!sameSession(task.record.assignee, req.by)) throw new NotAssigneeError(req.taskId, sessionKeyOf(task.record.assignee), sessionKeyOf(req.by));
 
+  // The one handoff rule, as for replies: tokens in a text result become the action, never text.
   let { result, action } = req;
-  if (typeof result === "string") {
-    const r = resolveReplyAction(result, action ?? "reply");
-    result = r.text;
-    action = r.tokens.length > 0 || action !== undefined ? r.action : undefined;
+  if (result !== undefined) {
+    const h = resolveHandoff(result, action ?? "reply");
+    result = h.body;
+    action = h.rewritten || action !== undefined ? h.action : undefined;
   }
   const overridden = req.announceTarget !== undefined || req.announceThreadId !== undefined;
   const announceTarget = overridden ? resolveDeliveryTarget(task.record.origin, req, ctx.channelPolicy) : undefined;

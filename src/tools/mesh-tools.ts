@@ -4,14 +4,14 @@
  */
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
-import { MeshError } from "../errors.js";
+import { MeshError, SessionClosedError } from "../errors.js";
 import { describeAddress, parseSessionKey, sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { TASK_ID_RE, Kinds } from "../wire/index.js";
 import { childTaskId } from "../session/index.js";
 import type { FinishedItem, PendingItem } from "../tasks/index.js";
 import type { InboxMessage } from "../inbox/index.js";
 import { describeTarget } from "../registry/index.js";
-import { bodyText, defineTool, type MeshTool, type ToolContext } from "./tool.js";
+import { bodyText, defineTool, type MeshTool, type ToolContext, type ToolResult } from "./tool.js";
 
 const target = {
   sessionKey: z.string().min(1).optional().describe("Session key of the recipient, e.g. agent:re-portal:telegram:direct:8035547811"),
@@ -75,12 +75,24 @@ export const meshSend = defineTool({
       const to = sender ?? (needsTarget(p) ? await resolveTarget(p, ctx) : undefined);
       if (!to) return { ok: false, text: `mesh_send was not run: message ${p.replyTo} was not shown in this run; give sessionKey (and instance) of its sender too.`, details: { error: "unknown_message" } };
       const r = await ctx.session.reply({ id: p.replyTo, from: to }, p.message);
-      return { ok: true, text: `Reply to ${p.replyTo} delivered to ${describeAddress(to)} (id ${r.id}). Nothing more to do for it.`, details: { replied: p.replyTo, id: r.id } };
+      if (r.action === "skip") {
+        return { ok: true, text: `Reply to ${p.replyTo} recorded as a silent skip: ${describeAddress(to)} is told nothing. Nothing more to do for it.`, details: { replied: p.replyTo, id: r.id, action: r.action } };
+      }
+      return { ok: true, text: `Reply to ${p.replyTo} delivered to ${describeAddress(to)} (id ${r.id}). Nothing more to do for it.`, details: { replied: p.replyTo, id: r.id, action: r.action } };
     }
     const to = await resolveTarget(p, ctx);
-    const out = await ctx.session.send({ to, body: p.message, waitMs: (p.timeoutSeconds ?? 0) * 1000, ...routing(p, ctx), ...(ctx.signal && { signal: ctx.signal }) });
+    let out;
+    try {
+      out = await ctx.session.send({ to, body: p.message, waitMs: (p.timeoutSeconds ?? 0) * 1000, ...routing(p, ctx), ...(ctx.signal && { signal: ctx.signal }) });
+    } catch (err) {
+      if (err instanceof SessionClosedError) return closedResult("mesh_send", err, "Nothing was sent or stored");
+      throw err;
+    }
+    if (out.status === "replied" && out.action === "skip") {
+      return { ok: true, text: `${sessionKeyOf(out.from)} answered silently: it has nothing to tell you about this message. Nothing more to do for it.`, details: { status: "ok", id: out.id, action: "skip", from: out.from } };
+    }
     if (out.status === "replied") {
-      return { ok: true, text: `Reply from ${sessionKeyOf(out.from)}: ${bodyText(out.reply)}`, details: { status: "ok", id: out.id, reply: out.reply, from: out.from } };
+      return { ok: true, text: `Reply from ${sessionKeyOf(out.from)}: ${bodyText(out.reply)}`, details: { status: "ok", id: out.id, action: "reply", reply: out.reply, from: out.from } };
     }
     return {
       ok: true,
@@ -135,6 +147,7 @@ export const meshDelegate = defineTool({
         ...(ctx.signal && { signal: ctx.signal }),
       });
     } catch (err) {
+      if (err instanceof SessionClosedError) return closedResult("mesh_delegate", err, "Nothing was delegated: no task exists and nobody is working on it");
       if (!(err instanceof MeshError)) throw err;
       const retry = taskId !== undefined ? `taskId "${taskId}"` : `taskKey "${p.taskKey}"`;
       if (REFUSED_CODES.has(err.code)) {
@@ -367,8 +380,18 @@ export function formatMessage(m: InboxMessage): string {
   return `[message from ${from}] ${bodyText(m.body)}`;
 }
 
+/** What the model reads when the recipient session is closed: nothing happened, and what to do instead. */
+function closedResult(tool: string, err: SessionClosedError, nothing: string): ToolResult {
+  return {
+    ok: false,
+    text: `${tool} was not run: session ${err.sessionKey} @${err.instance} was closed and takes no more messages or tasks. ${nothing}. To carry on with this work, start a new session (mesh_delegate with agentId and a taskKey, or sessions_spawn) and give it the work there.`,
+    details: { error: err.code, sessionKey: err.sessionKey, instance: err.instance, message: err.message },
+  };
+}
+
 function describeFinished(d: FinishedItem): string {
   const outcome = d.state === "completed" ? `completed by ${d.assignee}` : `${d.state} (${d.assignee})`;
+  if (d.action === "skip") return `${outcome}, silently: its assignee chose to report nothing, so there is no result to pass on.`;
   if (d.surfaced === "inbox") return `${outcome}; its result is among the messages being shown to you now.`;
   const payload = d.result !== undefined ? `: ${bodyText(d.result)}` : d.error ? `: ${d.error}` : "";
   return `${outcome}${payload}`;
