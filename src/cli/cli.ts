@@ -183,8 +183,9 @@ const COMMANDS: Record<string, (c: CommandContext) => Promise<number>> = {
   },
   provision: ({ flags, rest, io }) =>
     withMesh(flags, async (mesh) => {
-      for (const instance of rest) await mesh.admin.provision(instance);
-      io.out(`provisioned: ${[mesh.instance, ...rest].join(", ")}`);
+      const instances = rest.length > 0 ? rest : [mesh.instance];
+      for (const instance of instances) await mesh.admin.provision(instance);
+      io.out(`provisioned: ${instances.join(", ")}`);
     }),
   send: ({ flags, io }) => send(flags, io),
   take: ({ flags, io }) => take(flags, io),
@@ -314,6 +315,9 @@ async function connectMesh(flags: Flags): Promise<Mesh> {
     sendRetryMs: 10_000,
     auth: authFrom(flags),
     connection: { name: "clawmesh-cli" },
+    // A one-shot command uses the streams as they are: it never provisions with its own defaults
+    // (which could disagree with the instance's configuration), and under authorization it may not.
+    provision: false,
   });
 }
 
