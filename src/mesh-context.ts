@@ -30,6 +30,8 @@ export interface MeshContext {
   readonly channelPolicy: ChannelPolicy;
   /** This connection's reply-subject prefix: the only place its liveness answers go. */
   readonly inboxPrefix: string;
+  /** The instance's secret for publish dedup ids (see `publishDedupId`); set once the instance's bucket is readable. */
+  readonly dedup: { secret?: string };
 }
 
 export async function createMeshContext(raw: NatsConnection, config: MeshConfig, opts: { logger?: Logger; inboxPrefix?: string } = {}): Promise<MeshContext> {
@@ -58,5 +60,6 @@ export async function createMeshContext(raw: NatsConnection, config: MeshConfig,
     ingest,
     connection,
     inboxPrefix: opts.inboxPrefix ?? "_INBOX",
+    dedup: {},
   };
 }

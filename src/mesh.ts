@@ -15,7 +15,7 @@ import { MeshConfigSchema, parseInput, type MeshConfig, type MeshConfigInput, ty
 import type { Logger } from "./log.js";
 import { createMeshContext } from "./mesh-context.js";
 import { ENVELOPE_ID_RE, Kinds, createEnvelope } from "./wire/index.js";
-import { sendEnvelope, type Delivered } from "./inbox/index.js";
+import { loadDedupSecret, sendEnvelope, type Delivered } from "./inbox/index.js";
 import { connectionOptionsFor, type MeshAuth } from "./transport/credentials.js";
 import { MeshCore, type SessionRef } from "./client/core.js";
 import { SessionsClient } from "./client/sessions.js";
@@ -113,8 +113,10 @@ export class Mesh {
     const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
     const ctx = await createMeshContext(nc, config, { ...(opts.logger && { logger: opts.logger }), ...(inboxPrefix !== undefined && { inboxPrefix }) });
     const mesh = new Mesh(new MeshCore(ctx), owns);
+    if (opts.provision !== false) await mesh.admin.provision();
+    // Before anything is published: the instance's key for publish dedup ids.
+    await loadDedupSecret(ctx);
     if (opts.provision !== false) {
-      await mesh.admin.provision();
       // Finish any completion a crash left half-written (decided in the registry, event unsent):
       // in the background, task by task, so connecting never waits for (or fails on) a requester.
       mesh.#core.notifier.startRecovery();

@@ -79,7 +79,7 @@ describe("one path for every handoff", () => {
     const stored = await lastStored(ctx, asker);
     expect(stored).toMatchObject({ kind: Kinds.reply, correlationId: sent.id, action: "skip", body: "Noted, will do." });
     expect((await asker.take()).messages).toEqual([]);
-    expect(asker.inbox.surfaced(stored.id)).toBe(true);
+    expect(asker.inbox.surfaced(stored.from.instance, stored.id)).toBe(true);
   });
 
   it("a reply sent later with chatter, a mention and an announce-skip is shown as plain text with action reply", async () => {
@@ -159,7 +159,7 @@ describe("one path for every handoff", () => {
     expect(record).toMatchObject({ state: "completed", action: "skip", result: "🎯 Done, report tidied." });
 
     expect((await boss.take()).messages).toEqual([]);
-    expect(boss.inbox.surfaced(ReservedIds.taskComplete(d.taskId))).toBe(true);
+    expect(boss.inbox.surfaced("gw1", ReservedIds.taskComplete(d.taskId))).toBe(true);
     const awaited = await tool("mesh_await").execute({ taskIds: [d.taskId], timeoutSeconds: 5 }, { session: boss });
     expect(awaited.details).toMatchObject({ done: [{ taskId: d.taskId, state: "completed", action: "skip" }] });
     expect((awaited.details as { done: { result?: unknown }[] }).done[0]).not.toHaveProperty("result");

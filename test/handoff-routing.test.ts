@@ -109,7 +109,7 @@ describe("origin through three hops", () => {
     expect(bDone.text).toContain("(silently: nothing posted)");
     expect(await ma.tasks.get(taskAB)).toMatchObject({ action: "skip", result: "🎯 Result received." });
     expect((await a.take()).messages).toEqual([]);
-    expect(a.inbox.surfaced(ReservedIds.taskComplete(taskAB))).toBe(true);
+    expect(a.inbox.surfaced("gw-b", ReservedIds.taskComplete(taskAB))).toBe(true);
   });
 });
 

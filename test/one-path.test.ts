@@ -33,7 +33,7 @@ describe("one task-finishing path", () => {
     }
     const batch = await parent.take();
     expect(completion(batch.messages)).toEqual([]);
-    for (const taskId of [childTaskId(m.address("agent:boss:subagent:c1")), t.taskId]) expect(parent.inbox.surfaced(ReservedIds.taskComplete(taskId))).toBe(true);
+    for (const taskId of [childTaskId(m.address("agent:boss:subagent:c1")), t.taskId]) expect(parent.inbox.surfaced("gw1", ReservedIds.taskComplete(taskId))).toBe(true);
     await parent.close();
   });
 

@@ -48,6 +48,15 @@ describe("topology", () => {
     await Promise.all([a.close(), b.close()]);
   });
 
+  it("provisions the shared buckets once when six instances connect at the same moment", async () => {
+    for (let round = 0; round < 3; round++) {
+      const prefix = uniquePrefix();
+      const meshes = await Promise.all(["gw-a", "gw-b", "gw-c", "gw-d", "gw-e", "gw-f"].map((instance) => openMesh(server, { prefix, instance })));
+      expect(meshes.map((m) => m.instance)).toEqual(["gw-a", "gw-b", "gw-c", "gw-d", "gw-e", "gw-f"]);
+      await Promise.all(meshes.map((m) => m.close()));
+    }
+  });
+
   it("names the conflicting field when an existing stream disagrees with the configuration", async () => {
     const prefix = uniquePrefix();
     const mesh = await openMesh(server, { prefix, instance: "gw1" });

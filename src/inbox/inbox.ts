@@ -19,11 +19,11 @@ import type { SessionAddress } from "../address/index.js";
 import { sessionKeyOf } from "../address/index.js";
 import { InboxStateError, MeshError, describe } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { Kinds, decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
+import { Kinds, ReservedIds, decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
 import { receivedReply } from "../handoff/index.js";
 import { isNotFound } from "../transport/js-errors.js";
 import { SessionLease, type AcquireOptions } from "./lease.js";
-import { SeenLog, SeenLogRefusedError } from "./seen-log.js";
+import { SeenLog, SeenLogRefusedError, surfacingKey } from "./seen-log.js";
 import { park, type ParkReason } from "./parked.js";
 import { ensureSessionConsumer, MAX_BATCH } from "./session-consumer.js";
 
@@ -146,7 +146,7 @@ export class Inbox {
           const v = await this.judge(m, ids);
           if ("show" in v) {
             shown.push(v.show);
-            ids.add(v.show.id);
+            ids.add(surfacingKey(v.show.from.instance, v.show.id));
           } else if ("silent" in v) {
             silent.push(v.silent);
             ids.add(v.silent);
@@ -180,19 +180,19 @@ export class Inbox {
    * never shows it. Returns false, recording nothing, when it was already surfaced or an outstanding
    * batch holds it (that batch surfaces it). Never both, never neither.
    */
-  claim(id: string): Promise<boolean> {
+  claim(fromInstance: string, id: string): Promise<boolean> {
     return this.exclusive(async () => {
       if (this.closed) throw new InboxStateError(`inbox of ${this.sessionKey} is closed`);
-      if (this.seen.has(id) || this.outstanding?.holds(id)) return false;
+      if (this.seen.has(fromInstance, id) || this.outstanding?.holds(fromInstance, id)) return false;
       await this.lease.ensureHeld();
-      await this.seen.append([id], undefined);
+      await this.seen.append([surfacingKey(fromInstance, id)], undefined);
       return true;
     });
   }
 
-  /** True when `id` was already surfaced (shown by the inbox or claimed). */
-  surfaced(id: string): boolean {
-    return this.seen.has(id);
+  /** True when envelope `id` from `fromInstance` was already surfaced (shown by the inbox or claimed). */
+  surfaced(fromInstance: string, id: string): boolean {
+    return this.seen.has(fromInstance, id);
   }
 
   /** Release any held batch and the lease. The session's messages stay stored for the next reader. */
@@ -306,8 +306,13 @@ export class Inbox {
       return { park: "recipient_mismatch", detail: "envelope is addressed to another session than its subject" };
     }
     if (env.kind !== subject.kind) return { park: "kind_mismatch", detail: `envelope kind '${env.kind}', subject kind '${subject.kind}'` };
-    if (this.seen.has(env.id) || batchIds.has(env.id)) return { skip: true };
-    if (silentHandoff(env)) return { silent: env.id };
+    const reservedFor = ReservedIds.kindOf(env.id);
+    if (reservedFor !== undefined && reservedFor !== env.kind) {
+      return { park: "reserved_id", detail: `id '${env.id}' is reserved for ${reservedFor} messages, not ${env.kind}` };
+    }
+    const key = surfacingKey(subject.fromInstance, env.id);
+    if (this.seen.has(subject.fromInstance, env.id) || batchIds.has(key)) return { skip: true };
+    if (silentHandoff(env)) return { silent: key };
     return {
       show: {
         id: env.id,
@@ -347,14 +352,15 @@ class HeldBatch implements InboxBatch {
     this.keepAlive.unref();
   }
 
-  holds(id: string): boolean {
-    return this.messages.some((m) => m.id === id) || this.silent.includes(id);
+  holds(fromInstance: string, id: string): boolean {
+    const key = surfacingKey(fromInstance, id);
+    return this.messages.some((m) => m.id === id && m.from.instance === fromInstance) || this.silent.includes(key);
   }
 
   async confirm(): Promise<void> {
     if (this.done) return;
     try {
-      await this.inbox.confirmBatch(this.held, [...this.messages.map((m) => m.id), ...this.silent]);
+      await this.inbox.confirmBatch(this.held, [...this.messages.map((m) => surfacingKey(m.from.instance, m.id)), ...this.silent]);
     } catch (err) {
       // Nothing was recorded or acknowledged: give the messages back so they are offered again.
       await this.release();

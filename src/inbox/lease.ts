@@ -224,3 +224,23 @@ export async function readLease(store: LeaseStore, ctx: MeshContext, session: Se
   const r = await store.read(ctx.names.leaseKey(session));
   return r.status === "value" ? r.value : undefined;
 }
+
+const DedupSecretSchema = z.object({ v: z.literal(1), secret: z.string().min(16) });
+/** Key of the instance's publish-dedup secret in its lease bucket (no session path has one token). */
+const DEDUP_SECRET_KEY = "_dedup-secret";
+
+/**
+ * Load (or create) the instance's secret for publish dedup ids, kept in its own lease bucket: under
+ * the generated permissions only the instance's own processes can read it. Without it (the bucket
+ * cannot be read), publishes use the bare envelope id.
+ */
+export async function loadDedupSecret(ctx: MeshContext): Promise<void> {
+  try {
+    const store = await KvStore.open(ctx, ctx.names.leaseBucket(ctx.config.instance), DedupSecretSchema);
+    const existing = await store.get(DEDUP_SECRET_KEY);
+    const secret = existing?.value.secret ?? (await store.create(DEDUP_SECRET_KEY, { v: 1, secret: randomUUID() + randomUUID() }))?.value.secret ?? (await store.get(DEDUP_SECRET_KEY))?.value.secret;
+    if (secret !== undefined) ctx.dedup.secret = secret;
+  } catch (err) {
+    ctx.logger.warn({ err }, "could not load the instance's publish dedup secret; publishing with bare envelope ids");
+  }
+}

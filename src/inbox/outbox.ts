@@ -6,6 +6,7 @@
  * unacknowledged publish under the same envelope id.
  */
 import { ConnectionError } from "@nats-io/transport-node";
+import { createHash } from "node:crypto";
 import { sessionKeyOf } from "../address/index.js";
 import { InvalidAddressError, SendFailedError, UnknownInstanceError } from "../errors.js";
 import { NoStreamError, StreamRefusedError } from "../transport/ingest.js";
@@ -55,12 +56,23 @@ export async function sendEnvelope(ctx: MeshContext, envelope: Envelope, opts: S
   }
 }
 
+/**
+ * The `Nats-Msg-Id` a publish carries: the envelope id keyed with the sending instance's secret.
+ * Retries and crash recovery by any process of the instance map to the same value, so the stream
+ * still drops a repeat inside its window; but a neighbour that publishes first with a guessed id
+ * (say `tc-<taskId>`) cannot make the server drop the real message as a duplicate.
+ */
+export function publishDedupId(ctx: MeshContext, envelopeId: string): string {
+  const secret = ctx.dedup.secret;
+  return secret === undefined ? envelopeId : createHash("sha256").update(secret).update("\0").update(envelopeId).digest("base64url");
+}
+
 async function publishOnce(ctx: MeshContext, envelope: Envelope): Promise<Delivered> {
   const subject = ctx.names.inboxSubject(envelope.to, envelope.from.instance, envelope.kind);
   const bytes = encodeEnvelope(envelope, ctx.messageLimit, ctx.serverMaxPayload);
   const stream = ctx.names.inboxStream(envelope.to.instance);
   try {
-    const ack = await ctx.ingest.publish(subject, bytes, envelope.id, stream);
+    const ack = await ctx.ingest.publish(subject, bytes, publishDedupId(ctx, envelope.id), stream);
     return { id: envelope.id, seq: ack.seq, stream: ack.stream, duplicate: ack.duplicate };
   } catch (err) {
     // "No responders" is final only when the stream really does not exist; a clustered stream

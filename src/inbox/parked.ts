@@ -34,6 +34,7 @@ export type ParkReason =
   | "sender_mismatch"
   | "recipient_mismatch"
   | "kind_mismatch"
+  | "reserved_id"
   | "max_deliveries";
 
 export interface ParkedMessage {

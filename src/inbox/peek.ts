@@ -64,7 +64,7 @@ export async function summarizePending(ctx: MeshContext, session: SessionAddress
   return { count, through: seen.through, ...(oldest !== undefined && { oldest }) };
 }
 
-async function* iteratePending(ctx: MeshContext, session: SessionAddress, view?: { through: number; has(id: string): boolean }): AsyncGenerator<PendingMessage> {
+async function* iteratePending(ctx: MeshContext, session: SessionAddress, view?: { through: number; has(fromInstance: string, id: string): boolean }): AsyncGenerator<PendingMessage> {
   const seen = view ?? (await SeenLog.read(ctx, session));
   const stream = ctx.names.inboxStream(session.instance);
   const filter = ctx.names.sessionFilter(session);
@@ -76,8 +76,10 @@ async function* iteratePending(ctx: MeshContext, session: SessionAddress, view?:
     if (m === null || m.seq > last.seq) return;
     seq = m.seq + 1;
     const p = toPending(ctx, m);
-    if (p.id !== undefined && (seen.has(p.id) || ids.has(p.id))) continue;
-    if (p.id !== undefined) ids.add(p.id);
+    const from = ctx.names.parseInboxSubject(m.subject)?.fromInstance ?? "";
+    const key = `${from}/${p.id}`;
+    if (p.id !== undefined && (seen.has(from, p.id) || ids.has(key))) continue;
+    if (p.id !== undefined) ids.add(key);
     yield p;
   }
 }
@@ -122,7 +124,7 @@ export async function redirectPending(ctx: MeshContext, inbox: Inbox, target: Se
   const source = inbox.session;
   const sourceKey = `${source.instance}/${sessionKeyOf(source)}`;
   const pending = await readPending(ctx, source);
-  const movable = pending.filter((p) => p.envelope !== undefined && (opts.kind === undefined || p.kind === opts.kind) && !inbox.surfaced(p.envelope.id));
+  const movable = pending.filter((p) => p.envelope !== undefined && (opts.kind === undefined || p.kind === opts.kind) && !inbox.surfaced(p.envelope.from.instance, p.envelope.id));
   const moved: RedirectedMessage[] = [];
   for (const p of movable) {
     const env = p.envelope!;
@@ -137,7 +139,7 @@ export async function redirectPending(ctx: MeshContext, inbox: Inbox, target: Se
         redirectedFrom: { instance: source.instance, sessionKey: sessionKeyOf(source), id: env.id, from: env.from },
       };
       await sendEnvelope(ctx, copy);
-      await inbox.claim(env.id);
+      await inbox.claim(env.from.instance, env.id);
     }
     moved.push(m);
     opts.onMoved?.(m, moved.length, movable.length);

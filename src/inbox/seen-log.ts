@@ -40,11 +40,20 @@ export class SeenLogRefusedError extends MeshError {
 
 const decoder = new TextDecoder();
 
+/**
+ * What the log records for one surfaced envelope: the sending instance (the broker-checked token of
+ * the inbox subject it arrived on) and its id. Another instance reusing an id never shadows it.
+ */
+export function surfacingKey(fromInstance: string, id: string): string {
+  return `${fromInstance}/${id}`;
+}
+
 /** A read-only view of a session's surfaced-id log. */
 export interface SeenView {
   /** Highest inbox stream sequence fully handled. */
   readonly through: number;
-  has(id: string): boolean;
+  /** Was envelope `id` from instance `fromInstance` surfaced? */
+  has(fromInstance: string, id: string): boolean;
   readonly size: number;
 }
 
@@ -97,11 +106,12 @@ export class SeenLog {
     const log = new SeenLog(ctx, session);
     await log.load();
     log.fenced = true;
-    return { through: log.through, has: (id) => log.has(id), size: log.size };
+    return { through: log.through, has: (from, id) => log.has(from, id), size: log.size };
   }
 
-  has(id: string): boolean {
-    return this.ids.has(id);
+  /** Surfaced already? (Records written before keys named the sender hold the bare id.) */
+  has(fromInstance: string, id: string): boolean {
+    return this.ids.has(surfacingKey(fromInstance, id)) || this.ids.has(id);
   }
 
   get size(): number {
@@ -109,7 +119,7 @@ export class SeenLog {
   }
 
   /**
-   * Record `ids` as surfaced (and `through` as handled). Resolves once the server stored the record.
+   * Record `ids` (surfacing keys) as surfaced (and `through` as handled). Resolves once the server stored the record.
    * Throws LeaseLostError when another reader fenced this one out, SeenLogRefusedError when the
    * seen stream refused the write.
    */

@@ -212,7 +212,7 @@ export class MeshSession {
     try {
       const d = await sendEnvelope(this.ctx, envelope);
       const reply = await replied;
-      if (reply && (await this.inbox.claim(reply.id))) {
+      if (reply && (await this.inbox.claim(reply.from.instance, reply.id))) {
         // The same rule as everywhere: a sender that predates actions is read by its text.
         const h = receivedReply(reply.body, reply.action);
         if (h.action === "skip") return { status: "replied", id, action: "skip", from: reply.from };

@@ -10,7 +10,7 @@
  * the inbox never shows it again; one it does not return (still pending at the timeout) stays in
  * the inbox. Never both, never neither.
  */
-import { sameSession, sessionKeyOf } from "../address/index.js";
+import { sameSession, sessionKeyOf, type SessionAddress } from "../address/index.js";
 import type { Inbox, SessionWatcher } from "../inbox/index.js";
 import { Kinds, ReservedIds, TERMINAL_STATES, TaskCompleteBodySchema, type Action, type Envelope, type TaskRecord, type TaskState } from "../wire/index.js";
 import type { StoredTask, TaskRegistry } from "./registry.js";
@@ -70,7 +70,7 @@ export interface AwaitDeps {
   readonly watcher: SessionWatcher;
 }
 
-type Outcome = Pick<TaskRecord, "state" | "result" | "error" | "action"> & { assignee: string };
+type Outcome = Pick<TaskRecord, "state" | "result" | "error" | "action"> & { assignee: string; assigneeInstance: string };
 
 export function awaitTasks(deps: AwaitDeps, targets: readonly AwaitTarget[], opts: AwaitOptions): Promise<AwaitResult> {
   return new FanIn(deps, targets, opts).run();
@@ -81,7 +81,9 @@ class FanIn {
   private readonly mode: "all" | "any";
   private readonly pending: Map<string, AwaitTarget>;
   private readonly done: FinishedItem[] = [];
-  private readonly arrivals: { taskId: string; outcome: Outcome }[] = [];
+  private readonly arrivals: { taskId: string; outcome: Outcome; from: SessionAddress }[] = [];
+  /** Each target's assignee, as the registry says: only its completion event is believed. */
+  private readonly assignees = new Map<string, SessionAddress>();
   private readonly stop = new AbortController();
   private wake: () => void = () => {};
   /** Back after a lost connection: re-read the registry for what is still pending. */
@@ -124,7 +126,7 @@ class FanIn {
     if (env.kind !== Kinds.taskComplete || env.taskId === undefined || !this.pending.has(env.taskId)) return;
     const body = TaskCompleteBodySchema.safeParse(env.body);
     if (!body.success) return;
-    this.arrivals.push({ taskId: env.taskId, outcome: body.data });
+    this.arrivals.push({ taskId: env.taskId, outcome: { ...body.data, assigneeInstance: env.from.instance }, from: env.from });
     this.wake();
   }
 
@@ -135,7 +137,14 @@ class FanIn {
   private async waitForArrivals(): Promise<void> {
     while (!this.satisfied() && !this.stop.signal.aborted) {
       if (this.arrivals.length === 0 && !this.recheck) await new Promise<void>((resolve) => (this.wake = resolve));
-      for (const a of this.arrivals.splice(0)) await this.settle(a.taskId, a.outcome, true);
+      for (const a of this.arrivals.splice(0)) {
+        // An event from the known assignee is believed at once; anything else (a task this await
+        // has not read yet, or an instance claiming a task that is not its own) is decided by the
+        // registry, never by the event's body.
+        const expected = this.assignees.get(a.taskId);
+        if (expected !== undefined && sameSession(expected, a.from)) await this.settle(a.taskId, a.outcome, true);
+        else await this.settleIfDecided(a.taskId);
+      }
       if (this.recheck && !this.satisfied()) {
         this.recheck = false;
         await this.settleDecided();
@@ -150,9 +159,10 @@ class FanIn {
 
   private async settleIfDecided(taskId: string): Promise<StoredTask | undefined> {
     const stored = await this.deps.registry.get(taskId);
+    if (stored) this.assignees.set(taskId, stored.record.assignee);
     if (!stored || !TERMINAL_STATES.has(stored.record.state)) return stored;
     const r = stored.record;
-    await this.settle(taskId, { state: r.state, result: r.result, error: r.error, action: r.action, assignee: sessionKeyOf(r.assignee) }, sameSession(r.requester, this.deps.inbox.session));
+    await this.settle(taskId, { state: r.state, result: r.result, error: r.error, action: r.action, assignee: sessionKeyOf(r.assignee), assigneeInstance: r.assignee.instance }, sameSession(r.requester, this.deps.inbox.session));
     return undefined;
   }
 
@@ -182,8 +192,8 @@ class FanIn {
     let surfaced: FinishedItem["surfaced"] = "not-requester";
     if (requesterIsMe) {
       const id = ReservedIds.taskComplete(taskId);
-      if (await this.deps.inbox.claim(id)) surfaced = "await";
-      else surfaced = this.deps.inbox.surfaced(id) ? "earlier" : "inbox";
+      if (await this.deps.inbox.claim(r.assigneeInstance, id)) surfaced = "await";
+      else surfaced = this.deps.inbox.surfaced(r.assigneeInstance, id) ? "earlier" : "inbox";
     }
     const item: FinishedItem = {
       taskId,

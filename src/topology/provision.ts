@@ -16,7 +16,7 @@ import { TopologyConflictError } from "../errors.js";
 import type { Retention } from "../config.js";
 import type { Names } from "./names.js";
 import type { ServerFeatures } from "./features.js";
-import { isNotFound, isPermissionDenied, isStreamNameInUse } from "../transport/js-errors.js";
+import { isNotFound, isPermissionDenied } from "../transport/js-errors.js";
 import { MeshError } from "../errors.js";
 
 /** A stream or bucket that does not exist and that this credential may not create. */
@@ -86,15 +86,21 @@ export async function ensureStream(jsm: JetStreamManager, want: Partial<StreamCo
   } catch (err) {
     if (!isNotFound(err)) throw err;
   }
-  if (existing === undefined) {
+  // Another process may be creating it at the same moment (the server then says "name in use", or,
+  // mid-creation, "subjects overlap"): look again, and compare with what is there.
+  for (let attempt = 1; existing === undefined; attempt++) {
     try {
       await jsm.streams.add(want);
       return;
     } catch (err) {
       if (isPermissionDenied(err)) throw new NotProvisionedError(want.name, err);
-      // Another process created it between our look and our add: fall through and compare.
-      if (!isStreamNameInUse(err)) throw err;
-      existing = (await jsm.streams.info(want.name)).config;
+      existing = await jsm.streams.info(want.name).then(
+        (i) => i.config,
+        (e: unknown) => {
+          if (!isNotFound(e) || attempt >= 3) throw isNotFound(e) ? err : e;
+          return undefined;
+        },
+      );
     }
   }
   for (const field of CHECKED_FIELDS) {

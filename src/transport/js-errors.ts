@@ -52,10 +52,6 @@ export function isRevisionConflict(err: unknown): boolean {
   return code === ApiCodes.wrongLastSequence || code === ApiCodes.wrongLastSequenceUnknown;
 }
 
-export function isStreamNameInUse(err: unknown): boolean {
-  return apiCode(err) === ApiCodes.streamNameInUse;
-}
-
 /** Nobody subscribes to the subject a request went to (for a liveness probe: the process is gone). */
 export function isNoResponders(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {

@@ -4,7 +4,7 @@
  * here, so version, id and timestamp rules live in one place.
  */
 import { createHash, randomUUID } from "node:crypto";
-import { ENVELOPE_VERSION, type Action, type Envelope, type Origin, type WireAddress } from "./envelope.js";
+import { ENVELOPE_VERSION, Kinds, type Action, type Envelope, type Origin, type WireAddress } from "./envelope.js";
 
 export interface EnvelopeInput {
   readonly kind: string;
@@ -52,4 +52,16 @@ export const ReservedIds = {
   watchEvent: (watchId: string, event: string, discriminator: string) => `we-${createHash("sha256").update(`${watchId}|${event}|${discriminator}`).digest("hex").slice(0, 40)}`,
   /** The copy of message `id` of session `source` (instance/session key) that a redirect stores at its new session. */
   redirect: (source: string, id: string) => `rd-${createHash("sha256").update(`${source}|${id}`).digest("hex").slice(0, 40)}`,
+  /**
+   * The kind an id's reserved prefix belongs to, if it has one: such an id counts only on a message
+   * of that kind (a plain message named `tc-<taskId>` is parked, never taken for the completion).
+   */
+  kindOf: (id: string): string | undefined => RESERVED_PREFIX_KINDS[id.slice(0, 3)],
 } as const;
+
+const RESERVED_PREFIX_KINDS: Readonly<Record<string, string>> = {
+  "tr-": Kinds.taskRequest,
+  "tc-": Kinds.taskComplete,
+  "an-": Kinds.announce,
+  "we-": Kinds.watchEvent,
+};
