@@ -39,29 +39,28 @@ async function parkOne(mesh: Mesh, key: string, body: string): Promise<{ id: str
   return { id: sent.id, parkedSeq: parked[0]!.parkedSeq };
 }
 
-/** Server-sent events of a stream, as they come: resolves with the first whose data matches. */
-async function sseUntil(url: string, match: (event: string, data: string) => boolean, signal: AbortSignal): Promise<{ events: string[]; hit: string }> {
+/** A server-sent event stream, read as it comes: `until` resolves with the first event whose data matches. */
+async function openEvents(url: string, signal: AbortSignal) {
   const res = await fetch(url, { signal });
   const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
   const events: string[] = [];
   let buffered = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("event stream ended");
-    buffered += value;
-    let end: number;
-    while ((end = buffered.indexOf("\n\n")) >= 0) {
-      const raw = buffered.slice(0, end);
-      buffered = buffered.slice(end + 2);
-      events.push(raw);
-      const event = /^event: (.*)$/m.exec(raw)?.[1] ?? "";
-      const data = /^data: (.*)$/m.exec(raw)?.[1] ?? "";
-      if (match(event, data)) {
-        void reader.cancel();
-        return { events, hit: data };
+  const until = async (match: (event: string, data: string) => boolean): Promise<string> => {
+    for (;;) {
+      let end: number;
+      while ((end = buffered.indexOf("\n\n")) >= 0) {
+        const raw = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        events.push(raw);
+        const data = /^data: (.*)$/m.exec(raw)?.[1] ?? "";
+        if (match(/^event: (.*)$/m.exec(raw)?.[1] ?? "", data)) return data;
       }
+      const { value, done } = await reader.read();
+      if (done) throw new Error("event stream ended");
+      buffered += value;
     }
-  }
+  };
+  return { events, until };
 }
 
 /** Width, height and whether more than one colour appears, from a PNG's own chunks (8-bit RGB/RGBA). */
@@ -147,9 +146,12 @@ describe("the operator's web view", () => {
 
     // One task finishes: its task.complete reaches the live feed (without its body) and the latency histogram.
     const stop = new AbortController();
-    const seen = sseUntil(`${ui.url}/events`, (event, data) => event === "envelope" && data.includes('"kind":"task.complete"'), stop.signal);
+    const feed = await openEvents(`${ui.url}/events`, stop.signal);
+    // The server registers the stream before it writes hello: what is published after it is fed.
+    expect(JSON.parse(await feed.until((event) => event === "hello"))).toMatchObject({ access: "operator", tailing: ["gw1"] });
     await mesh.tasks.finish({ taskId: t1.taskId, by: "agent:w1:main", state: "completed", result: "secret result" });
-    const { events, hit } = await seen;
+    const hit = await feed.until((event, data) => event === "envelope" && data.includes('"kind":"task.complete"'));
+    const events = feed.events;
     stop.abort();
     expect(events[0]).toMatch(/^event: hello\n/);
     expect(JSON.parse(hit)).toMatchObject({ kind: "task.complete", to: "gw1/agent:fan:main" });

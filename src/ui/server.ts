@@ -224,8 +224,9 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
     }
     if (req.method === "GET" && path === "/events") {
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
-      res.write(`event: hello\ndata: ${JSON.stringify({ access, tailing: [...tails.keys()] })}\n\n`);
+      // Registered before hello: every envelope seen after the client reads hello is sent to it.
       clients.add(res);
+      res.write(`event: hello\ndata: ${JSON.stringify({ access, tailing: [...tails.keys()] })}\n\n`);
       req.on("close", () => clients.delete(res));
       return;
     }
