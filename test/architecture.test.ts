@@ -24,7 +24,7 @@ function graph(): Map<string, string[]> {
 }
 
 /** Layers from the bottom up; a module may import only from its own layer or below. */
-const LAYERS = [["errors.ts", "address"], ["wire", "log.ts", "config.ts"], ["transport", "topology", "mesh-context.ts", "server", "handoff"], ["inbox"], ["registry"], ["tasks"], ["session"], ["tools", "client"], ["mesh.ts"], ["index.ts", "cli", "openclaw", "testing"]];
+const LAYERS = [["errors.ts", "address"], ["wire", "log.ts", "config.ts"], ["transport", "topology", "mesh-context.ts", "server", "handoff"], ["inbox"], ["registry"], ["tasks"], ["session"], ["tools", "client"], ["mesh.ts"], ["index.ts", "cli", "openclaw", "testing", "ui"]];
 
 function layerOf(path: string): number {
   const top = path.split("/")[0]!;

@@ -16,6 +16,7 @@ import { sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { LocalNatsServer } from "../server/local-server.js";
 import { TERMINAL_STATES, TaskStateSchema, type SessionRecord, type TaskRecord } from "../wire/index.js";
 import type { PendingMessage } from "../inbox/index.js";
+import { startUi } from "../ui/server.js";
 import { STATE_DIR, clearRunning, processAlive, readRunning, writeRunning } from "./state.js";
 
 export interface CliIo {
@@ -31,6 +32,7 @@ export const processIo: CliIo = {
 export const ExitCodes = { ok: 0, failure: 1, usage: 2, notFound: 3 } as const;
 
 const DEFAULT_PORT = 4333;
+const DEFAULT_UI_PORT = 4380;
 
 const common = {
   server: { type: "string" },
@@ -68,6 +70,10 @@ const common = {
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "inbox-prefix": { type: "string" },
+  host: { type: "string" },
+  ui: { type: "boolean" },
+  "ui-port": { type: "string" },
+  "read-only": { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 /** `send --json` takes the body; everywhere else `--json` asks for machine-readable output. */
@@ -77,7 +83,7 @@ const readOptions = { ...common, json: { type: "boolean" } } as const;
 type Flags = Omit<ReturnType<typeof parseArgs<{ options: typeof readOptions; allowPositionals: true }>>["values"], "json"> & { json?: string | boolean };
 
 export const USAGE = `usage: clawmesh <command> [flags]
-  start [--port ${DEFAULT_PORT}] [--store .clawmesh/data] [--instance local]
+  start [--port ${DEFAULT_PORT}] [--store .clawmesh/data] [--instance local] [--ui [--ui-port ${DEFAULT_UI_PORT}]]
   stop
   status [--wait SECONDS]
   provision INSTANCE...
@@ -90,6 +96,7 @@ export const USAGE = `usage: clawmesh <command> [flags]
   redirect --from SESSION_KEY --to SESSION_KEY [--to-instance ID] [--kind KIND] [--dry-run]
   parked list [--session SESSION_KEY] | show SEQ | redrive SEQ... | drop SEQ...
   tail [--session SESSION_KEY] [--of INSTANCE] [--bodies]  (until Ctrl-C)
+  ui [--port ${DEFAULT_UI_PORT}] [--host 127.0.0.1] [--read-only]   (live web view and /metrics, until Ctrl-C)
   auth --spec SPEC.json          (prints nats-server authorization for the instances)
 read commands: --json prints one JSON document instead of a table
 exit codes: 0 ok, 1 failure, 2 usage error, 3 not found
@@ -196,7 +203,40 @@ const COMMANDS: Record<string, (c: CommandContext) => Promise<number>> = {
   redirect: ({ flags, json, io }) => redirect(flags, json, io),
   parked: ({ flags, rest, json, io }) => parked(flags, rest, json, io),
   tail: ({ flags, io, signal }) => tail(flags, io, signal),
+  ui: ({ flags, io, signal }) => ui(flags, io, signal),
 };
+
+function portFlag(v: string | undefined, name: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--${name} must be a port number (0-65535)`);
+  return n;
+}
+
+/** Resolves on the signal, or on Ctrl-C / SIGTERM when there is none. */
+function untilStopped(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    signal?.addEventListener("abort", () => resolve(), { once: true });
+    if (!signal) {
+      process.once("SIGINT", () => resolve());
+      process.once("SIGTERM", () => resolve());
+    }
+  });
+}
+
+async function ui(flags: Flags, io: CliIo, signal: AbortSignal | undefined): Promise<number> {
+  const port = portFlag(flags.port, "port", DEFAULT_UI_PORT);
+  return withMesh(flags, async (mesh) => {
+    const server = await startUi({ mesh, port, host: flags.host ?? "127.0.0.1", readOnly: flags["read-only"] === true });
+    try {
+      io.out(`clawmesh ui at ${server.url} (${server.access}); /metrics for Prometheus; Ctrl-C stops`);
+      await untilStopped(signal);
+    } finally {
+      await server.close();
+    }
+  });
+}
 
 function send(flags: Flags, io: CliIo): Promise<number> {
   if (!flags.to) throw new UsageError("send needs --to SESSION_KEY");
@@ -566,9 +606,11 @@ async function start(flags: Flags, io: CliIo): Promise<number> {
   const server = await LocalNatsServer.start({ storeDir, port });
   let stopping = false;
   let mesh: Mesh | undefined;
+  let view: Awaited<ReturnType<typeof startUi>> | undefined;
   const shutdown = async () => {
     if (stopping) return;
     stopping = true;
+    await view?.close().catch(() => undefined);
     await mesh?.close().catch(() => undefined);
     await server.stop();
     clearRunning();
@@ -579,8 +621,10 @@ async function start(flags: Flags, io: CliIo): Promise<number> {
   process.on("SIGTERM", () => void shutdown());
   // The embedded mesh is a long-lived host of its instance: it runs the janitor.
   mesh = await Mesh.connect({ servers: server.url, instance, prefix, janitor: true });
+  // The embedded server has no authorization: the view is the operator's.
+  view = flags.ui ? await startUi({ mesh, port: portFlag(flags["ui-port"], "ui-port", DEFAULT_UI_PORT), host: flags.host ?? "127.0.0.1" }) : undefined;
   writeRunning({ url: server.url, serverPid: server.pid!, supervisorPid: process.pid, storeDir, version: server.version, instance, prefix });
-  io.out(`clawmesh ready at ${server.url} (nats-server ${server.version}, store ${storeDir}, instance ${instance}); Ctrl-C or 'npm stop' stops it`);
+  io.out(`clawmesh ready at ${server.url} (nats-server ${server.version}, store ${storeDir}, instance ${instance})${view ? `, ui at ${view.url}` : ""}; Ctrl-C or 'npm stop' stops it`);
   await new Promise(() => {});
   return ExitCodes.ok;
 }

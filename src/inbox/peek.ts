@@ -171,6 +171,8 @@ export interface TailEvent {
   /** `instance/session key` of the sender and the recipient. */
   readonly from: string;
   readonly to: string;
+  /** When the sender created it (its clock). */
+  readonly sentAt: string;
   readonly body: Envelope["body"];
 }
 
@@ -199,7 +201,7 @@ export function tailInboxes(ctx: MeshContext, scope: { readonly instance: string
       const d = decodeEnvelope(m.data, ctx.messageLimit);
       if (!d.ok) return;
       const e = d.envelope;
-      onEvent({ at: new Date().toISOString(), id: e.id, kind: e.kind, from: `${e.from.instance}/${sessionKeyOf(e.from)}`, to: `${e.to.instance}/${sessionKeyOf(e.to)}`, body: e.body });
+      onEvent({ at: new Date().toISOString(), id: e.id, kind: e.kind, from: `${e.from.instance}/${sessionKeyOf(e.from)}`, to: `${e.to.instance}/${sessionKeyOf(e.to)}`, sentAt: e.sentAt, body: e.body });
     },
   });
   void sub.closed.then(
