@@ -200,6 +200,8 @@ describe("OpenClaw plugin", () => {
       const first = await f.hook("before_prompt_build")({}, { runId: "r1", sessionKey: key });
       expect(first?.prependContext).toContain("ping once");
       await modelCall("r1", "c1", "error");
+      // A call of another run of the session (a compaction's) carries no prompt context: it confirms nothing.
+      await modelCall("compaction-1", "k1", "completed");
       // OpenClaw retries the attempt with a fresh prompt build.
       const retry = await f.hook("before_prompt_build")({}, { runId: "r1", sessionKey: key });
       expect(retry).toEqual(first);

@@ -7,7 +7,9 @@
  * Per session key, at most one block is held (the inbox hands out one batch at a time):
  *
  * - it is made from a batch taken at prompt build, or at a tool result mid-turn;
- * - each model call started while it is held carries it (`model_call_started`, by call id);
+ * - each model call of the run that shows it, started while it is held, carries it
+ *   (`model_call_started`, by call id); calls of other runs of the session (a compaction's, say)
+ *   do not;
  * - a call that carried it and completed confirms the batch (`model_call_ended`, outcome
  *   `completed`); a failed call leaves it held, and the retry's prompt build returns it again;
  * - a tool result proves the call that asked for the tool completed: a block that call carried
@@ -27,6 +29,8 @@ interface Held {
   readonly block: string;
   /** Where it was shown: the turn's prompt, or a tool result (then only calls started after carry it). */
   readonly via: "prompt" | "tool";
+  /** The run whose prompt or tool result shows it (the latest prompt build that returned it). */
+  runId: string | undefined;
   /** Model calls started while it was held and not reported as failed. */
   readonly calls: Set<string>;
 }
@@ -38,6 +42,9 @@ interface Turn {
   /** Prompt builds and tool results of one session, one at a time. */
   queue: Promise<unknown>;
 }
+
+/** Take the session's pending messages: the batch and the block that shows them, or nothing pending. */
+export type Take = () => Promise<{ batch: InboxBatch; block: string } | undefined>;
 
 export class SurfacedBlocks {
   private readonly turns = new Map<string, Turn>();
@@ -70,18 +77,22 @@ export class SurfacedBlocks {
     });
   }
 
-  private async takeBlock(t: Turn, via: Held["via"], take: () => Promise<{ batch: InboxBatch; block: string } | undefined>): Promise<string | undefined> {
+  private async takeBlock(t: Turn, via: Held["via"], runId: string | undefined, take: Take): Promise<string | undefined> {
     await t.confirming;
     const taken = await take();
     if (!taken) return undefined;
-    t.held = { ...taken, via, calls: new Set() };
+    t.held = { ...taken, via, runId, calls: new Set() };
     return taken.block;
   }
 
   /** The block for a prompt build: the one still held (a retry of the same turn), or a fresh one. */
-  forPrompt(sessionKey: string, take: () => Promise<{ batch: InboxBatch; block: string } | undefined>): Promise<string | undefined> {
+  forPrompt(sessionKey: string, runId: string | undefined, take: Take): Promise<string | undefined> {
     const t = this.turn(sessionKey);
-    return this.serial(t, async () => (t.held ? t.held.block : this.takeBlock(t, "prompt", take)));
+    return this.serial(t, async () => {
+      if (!t.held) return this.takeBlock(t, "prompt", runId, take);
+      t.held.runId = runId ?? t.held.runId;
+      return t.held.block;
+    });
   }
 
   /**
@@ -89,7 +100,7 @@ export class SurfacedBlocks {
    * a block it carried is confirmed first; a block shown in a sibling tool result (no call carried
    * it yet) stays held and nothing more is taken.
    */
-  forToolResult(sessionKey: string, take: () => Promise<{ batch: InboxBatch; block: string } | undefined>): Promise<string | undefined> {
+  forToolResult(sessionKey: string, runId: string | undefined, take: Take): Promise<string | undefined> {
     const t = this.turn(sessionKey);
     return this.serial(t, async () => {
       const held = t.held;
@@ -97,14 +108,17 @@ export class SurfacedBlocks {
         if (held.via === "tool" && held.calls.size === 0) return undefined;
         this.confirm(sessionKey, t);
       }
-      return this.takeBlock(t, "tool", take);
+      return this.takeBlock(t, "tool", runId, take);
     });
   }
 
-  /** A model call of the session's turn started: it carries the held block. */
-  callStarted(sessionKey: string, callId: string): void {
+  /** A model call of the session started: when it belongs to the run showing the held block, it carries it. */
+  callStarted(sessionKey: string, callId: string, runId: string | undefined): void {
     this.modelCallsReported = true;
-    this.turns.get(sessionKey)?.held?.calls.add(callId);
+    const held = this.turns.get(sessionKey)?.held;
+    if (!held) return;
+    if (held.runId !== undefined && runId !== undefined && held.runId !== runId) return;
+    held.calls.add(callId);
   }
 
   /** A model call ended: a completed call that carried the held block confirms it; a failed one does not. */

@@ -35,7 +35,7 @@ export function install(api: PluginApi, runtime: MeshRuntime, _config: PluginCon
     const sessionKey = ctx.sessionKey;
     if (!sessionKey) return;
     try {
-      const block = await runtime.surfaced.forPrompt(sessionKey, async () => takePending(await runtime.runFor(sessionKey)));
+      const block = await runtime.surfaced.forPrompt(sessionKey, ctx.runId, async () => takePending(await runtime.runFor(sessionKey)));
       return block ? { prependContext: block } : undefined;
     } catch (err) {
       api.logger.warn(`clawmesh: could not surface pending messages for ${sessionKey}: ${String(err)}`);
@@ -46,7 +46,7 @@ export function install(api: PluginApi, runtime: MeshRuntime, _config: PluginCon
   // Which model calls carried a held block, and how they ended (OpenClaw fires these without waiting).
   api.on("model_call_started", (event, ctx) => {
     const sessionKey = event.sessionKey ?? ctx.sessionKey;
-    if (sessionKey) runtime.surfaced.callStarted(sessionKey, event.callId);
+    if (sessionKey) runtime.surfaced.callStarted(sessionKey, event.callId, event.runId ?? ctx.runId);
   });
   api.on("model_call_ended", (event, ctx) => {
     const sessionKey = event.sessionKey ?? ctx.sessionKey;
@@ -59,7 +59,7 @@ export function install(api: PluginApi, runtime: MeshRuntime, _config: PluginCon
       const sessionKey = ctx.sessionKey;
       if (!sessionKey || !runtime.hasRun(sessionKey)) return undefined;
       try {
-        const block = await runtime.surfaced.forToolResult(sessionKey, async () => takePending(await runtime.runFor(sessionKey)));
+        const block = await runtime.surfaced.forToolResult(sessionKey, ctx.runId, async () => takePending(await runtime.runFor(sessionKey)));
         if (!block) return undefined;
         return { result: { ...event.result, content: [...event.result.content, { type: "text", text: block }] } };
       } catch (err) {
