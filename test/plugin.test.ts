@@ -51,6 +51,7 @@ function fakeApi(
   const hooks = new Map<string, Handler[]>();
   const services: { id: string; start(ctx: unknown): unknown; stop?(ctx: unknown): unknown }[] = [];
   const logs: string[] = [];
+  const toolResultMiddleware: Parameters<NonNullable<PluginApi["registerAgentToolResultMiddleware"]>>[0][] = [];
   const logWaiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
   const log = (line: string) => {
     logs.push(line);
@@ -68,6 +69,7 @@ function fakeApi(
     },
     registerTool: (factory, opts) => tools.set(opts.name, factory),
     registerService: (s) => services.push(s),
+    registerAgentToolResultMiddleware: (handler) => toolResultMiddleware.push(handler),
     on: (name, handler, opts) => {
       const list = hooks.get(name) ?? [];
       list.push({ run: handler as never, priority: typeof opts?.priority === "number" ? opts.priority : 0 });
@@ -89,7 +91,13 @@ function fakeApi(
       if (seen !== undefined) resolve(seen);
       else logWaiters.push({ pattern, resolve });
     });
-  return { api, tools, hooks, hook, services, logs, logged };
+  /** A tool of the turn returned `text`: what the model's next request sees as its result. */
+  const toolResult = async (sessionKey: string, text: string) => {
+    if (toolResultMiddleware.length !== 1) throw new Error(`expected one tool-result middleware, found ${toolResultMiddleware.length}`);
+    const out = await toolResultMiddleware[0]!({ toolName: "read", result: { content: [{ type: "text", text }] } }, { sessionKey });
+    return (out?.result.content ?? [{ type: "text", text }]).map((c) => c.text ?? "").join("\n");
+  };
+  return { api, tools, hooks, hook, services, logs, logged, toolResult };
 }
 
 describe("OpenClaw plugin", () => {
@@ -142,12 +150,125 @@ describe("OpenClaw plugin", () => {
     const first = await f.hook("before_prompt_build")({}, { sessionKey: "agent:main:main" });
     expect(first?.prependContext).toContain("[reply from agent:main:main @gw2");
     expect(first?.prependContext).toContain("hello back");
+    // The turn's model call carried it and succeeded: confirmed, not shown in the next turn.
+    await f.hook("model_call_started")({ callId: "c1", sessionKey: "agent:main:main" }, { sessionKey: "agent:main:main" });
+    await f.hook("model_call_ended")({ callId: "c1", sessionKey: "agent:main:main", outcome: "completed" }, { sessionKey: "agent:main:main" });
+    await f.hook("agent_end")({ success: true }, { sessionKey: "agent:main:main" });
     const again = await f.hook("before_prompt_build")({}, { sessionKey: "agent:main:main" });
     expect(again).toBeUndefined();
 
     await peer.close();
     await other.close();
     await runtime.stop();
+  });
+
+  describe("surfacing across failed model calls", () => {
+    const key = "agent:main:main";
+    /** Confirms recorded in the session's seen log (`delta` records naming ids; a fence written at open names none). */
+    const confirmedBatches = async (prefix: string) => {
+      const ins = await inspect(server, prefix);
+      const stream = ins.names.seenStream("gw1");
+      const subject = ins.names.seenSubject(ins.address(key, "gw1"));
+      const last = (await ins.jsm.streams.info(stream)).state.last_seq;
+      let deltas = 0;
+      for (let seq = 1; seq <= last; seq++) {
+        const m = await ins.jsm.streams.getMessage(stream, { seq }).catch(() => undefined);
+        if (m?.subject !== subject) continue;
+        const record = m.json<{ kind: string; groups: { ids: string[] }[] }>();
+        if (record.kind === "delta" && record.groups.some((g) => g.ids.length > 0)) deltas++;
+      }
+      return deltas;
+    };
+    const setup = async () => {
+      const prefix = uniquePrefix();
+      const f = fakeApi({ instance: "gw1", servers: server.url, prefix });
+      const runtime = registerClawmesh(f.api)!;
+      await f.services[0]!.start({});
+      const other: Mesh = await openMesh(server, { prefix, instance: "gw2" });
+      await other.send({ from: key, to: { sessionKey: key, instance: "gw1" }, body: "ping once" });
+      await other.close();
+      /** One provider call of run `runId`, ended as OpenClaw reports it. */
+      const modelCall = async (runId: string, callId: string, outcome: "completed" | "error") => {
+        await f.hook("model_call_started")({ runId, callId, sessionKey: key, provider: "fake", model: "scripted" }, { runId, sessionKey: key });
+        await f.hook("model_call_ended")({ runId, callId, sessionKey: key, provider: "fake", model: "scripted", outcome, durationMs: 5, ...(outcome === "error" && { errorCategory: "http_500" }) }, { runId, sessionKey: key });
+      };
+      return { prefix, f, runtime, modelCall };
+    };
+
+    it("gives the retry of a failed model call the same block and confirms it once, after the call that succeeded", async () => {
+      const { prefix, f, runtime, modelCall } = await setup();
+      const first = await f.hook("before_prompt_build")({}, { runId: "r1", sessionKey: key });
+      expect(first?.prependContext).toContain("ping once");
+      await modelCall("r1", "c1", "error");
+      // A call of another run of the session (a compaction's) carries no prompt context: it confirms nothing.
+      await modelCall("compaction-1", "k1", "completed");
+      // OpenClaw retries the attempt with a fresh prompt build.
+      const retry = await f.hook("before_prompt_build")({}, { runId: "r1", sessionKey: key });
+      expect(retry).toEqual(first);
+      expect(await confirmedBatches(prefix)).toBe(0);
+      await modelCall("r1", "c2", "completed");
+      // A tool the model asked for: its result waits for the confirm, and has nothing more to add.
+      expect(await f.toolResult(key, "file contents")).toBe("file contents");
+      expect(await confirmedBatches(prefix)).toBe(1);
+      await f.hook("agent_end")({ success: true }, { runId: "r1", sessionKey: key });
+
+      expect(await f.hook("before_prompt_build")({}, { runId: "r2", sessionKey: key })).toBeUndefined();
+      await f.hook("agent_end")({ success: true }, { runId: "r2", sessionKey: key });
+      expect(await confirmedBatches(prefix)).toBe(1);
+      await runtime.stop();
+    });
+
+    it("shows the message in the next turn when the only model call of a turn failed", async () => {
+      const { prefix, f, runtime, modelCall } = await setup();
+      const failed = await f.hook("before_prompt_build")({}, { runId: "r1", sessionKey: key });
+      expect(failed?.prependContext).toContain("ping once");
+      await modelCall("r1", "c1", "error");
+      await f.hook("agent_end")({ success: false, error: "provider returned 500" }, { runId: "r1", sessionKey: key });
+      expect(await confirmedBatches(prefix)).toBe(0);
+
+      const next = await f.hook("before_prompt_build")({}, { runId: "r2", sessionKey: key });
+      expect(next?.prependContext?.split("ping once")).toHaveLength(2);
+      await modelCall("r2", "c2", "completed");
+      await f.hook("agent_end")({ success: true }, { runId: "r2", sessionKey: key });
+      expect(await confirmedBatches(prefix)).toBe(1);
+      expect(await f.hook("before_prompt_build")({}, { runId: "r3", sessionKey: key })).toBeUndefined();
+      await runtime.stop();
+    });
+
+    it("confirms a block appended to a tool result only after the next model call succeeded, and keeps it for a retry", async () => {
+      const { prefix, f, runtime, modelCall } = await setup();
+      // The turn started before the message was taken: nothing to prepend... then it is taken by a tool result.
+      await runtime.runFor(key);
+      const withBlock = await f.toolResult(key, "result A");
+      expect(withBlock).toContain("ping once");
+      // A sibling tool of the same model response: the block is already on its way, nothing more.
+      expect(await f.toolResult(key, "result B")).toBe("result B");
+      await modelCall("r1", "c1", "error");
+      expect(await confirmedBatches(prefix)).toBe(0);
+      const retry = await f.hook("before_prompt_build")({}, { runId: "r1", sessionKey: key });
+      expect(retry?.prependContext).toContain("ping once");
+      await modelCall("r1", "c2", "completed");
+      await f.hook("agent_end")({ success: true }, { runId: "r1", sessionKey: key });
+      expect(await confirmedBatches(prefix)).toBe(1);
+      expect(await f.hook("before_prompt_build")({}, { runId: "r2", sessionKey: key })).toBeUndefined();
+      await runtime.stop();
+    });
+
+    it("shows a block again after the gateway went away while a model call carrying it was in flight", async () => {
+      const { prefix, f, runtime } = await setup();
+      const shown = await f.hook("before_prompt_build")({}, { runId: "r1", sessionKey: key });
+      expect(shown?.prependContext).toContain("ping once");
+      await f.hook("model_call_started")({ runId: "r1", callId: "c1", sessionKey: key }, { runId: "r1", sessionKey: key });
+      await runtime.stop();
+      expect(await confirmedBatches(prefix)).toBe(0);
+
+      const again = fakeApi({ instance: "gw1", servers: server.url, prefix });
+      const restarted = registerClawmesh(again.api)!;
+      await again.services[0]!.start({});
+      const next = await again.hook("before_prompt_build")({}, { runId: "r2", sessionKey: key });
+      expect(next?.prependContext).toContain("ping once");
+      await restarted.stop();
+    });
   });
 
   it("turns off the native announce of sessions_spawn and strips legacy tokens from outbound text", async () => {
@@ -208,6 +329,9 @@ describe("OpenClaw plugin", () => {
     const shown = await f.hook("before_prompt_build")({}, { sessionKey: parent });
     expect(shown?.prependContext?.split("the answer is 42")).toHaveLength(2);
     expect(shown?.prependContext).toContain(`completed by ${child} @gw1`);
+    await f.hook("model_call_started")({ callId: "c1", sessionKey: parent }, { sessionKey: parent });
+    await f.hook("model_call_ended")({ callId: "c1", sessionKey: parent, outcome: "completed" }, { sessionKey: parent });
+    await f.hook("agent_end")({ success: true }, { sessionKey: parent });
     expect(await f.hook("before_prompt_build")({}, { sessionKey: parent })).toBeUndefined();
     await runtime.stop();
   });

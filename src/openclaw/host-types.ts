@@ -64,10 +64,30 @@ export interface AgentEndEvent {
   readonly messages?: readonly unknown[];
 }
 
+/**
+ * `model_call_started` / `model_call_ended` (PluginHookModelCall*Event): one provider call of an
+ * agent run, fired without waiting by the embedded runner. `outcome` says whether it succeeded.
+ */
+export interface ModelCallEvent {
+  readonly runId?: string;
+  readonly callId: string;
+  readonly sessionKey?: string;
+  readonly provider?: string;
+  readonly model?: string;
+}
+export interface ModelCallEndedEvent extends ModelCallEvent {
+  readonly outcome: "completed" | "error";
+  readonly durationMs?: number;
+  readonly errorCategory?: string;
+  readonly failureKind?: string;
+}
+
 export interface HookHandlers {
   gateway_stop: (event: { reason?: string }, ctx: unknown) => void | Promise<void>;
   before_prompt_build: (event: { prompt?: string }, ctx: AgentHookContext) => Promise<{ prependContext?: string } | void>;
   agent_end: (event: AgentEndEvent, ctx: AgentHookContext) => void | Promise<void>;
+  model_call_started: (event: ModelCallEvent, ctx: AgentHookContext) => void | Promise<void>;
+  model_call_ended: (event: ModelCallEndedEvent, ctx: AgentHookContext) => void | Promise<void>;
   before_tool_call: (
     event: { toolName: string; params: Record<string, unknown> },
     ctx: AgentHookContext & { toolName?: string },

@@ -11,6 +11,7 @@ import type { TurnOutcome } from "../wire/index.js";
 import type { PluginConfig } from "./config.js";
 import type { HostLogger } from "./host-types.js";
 import { PendingCompletions, type ChildCompletion } from "./pending-completions.js";
+import { SurfacedBlocks } from "./surfaced-blocks.js";
 
 /** The connection to the bus is lost or cannot be made right now: passing, worth trying again. Used for nothing else. */
 export class MeshUnavailableError extends MeshError {
@@ -46,11 +47,14 @@ export class MeshRuntime {
   private readonly runs = new Map<string, Promise<MeshSession>>();
   /** Children's completions that could not be published yet; retried until they are. */
   readonly childCompletions: PendingCompletions;
+  /** Blocks of pending messages shown to a turn and not yet confirmed, per session key. */
+  readonly surfaced: SurfacedBlocks;
 
   constructor(
     readonly config: PluginConfig,
     private readonly logger: HostLogger,
   ) {
+    this.surfaced = new SurfacedBlocks(logger);
     this.childCompletions = new PendingCompletions((c) => this.publishChildEnd(c), logger);
   }
 
@@ -175,8 +179,13 @@ export class MeshRuntime {
     return this.runs.has(sessionKey);
   }
 
-  /** End a session's run (turn end): release the lease, record how the turn went. */
+  /**
+   * End a session's run (turn end): settle the block it surfaced (confirmed when the turn went
+   * well and a model call carried it; otherwise given back to the inbox by the close), release the
+   * lease, record how the turn went.
+   */
   async endRun(sessionKey: string, turn?: { outcome: TurnOutcome; error?: string }): Promise<void> {
+    await this.surfaced.turnEnded(sessionKey, turn?.outcome === "ok");
     const run = this.runs.get(sessionKey);
     if (!run) return;
     this.runs.delete(sessionKey);

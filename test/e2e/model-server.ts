@@ -17,6 +17,8 @@ export interface ModelRequest {
   readonly at: number;
   readonly messages: readonly ChatMessage[];
   readonly tools: readonly string[];
+  /** The HTTP status the model answered with instead of a completion (a provider error), if any. */
+  readonly failedWith?: number;
 }
 
 export type ScriptStep = { text: string } | { calls: { name: string; args: Record<string, unknown> }[] };
@@ -59,6 +61,13 @@ export class ScriptedModel {
   private callSeq = 0;
   /** Hard cap: a script bug must not loop the gateway forever. */
   maxSteps = 12;
+  /** Provider errors still to give: the first request matching each gets its status instead of an answer. */
+  private readonly failures: { match: (req: ModelRequest) => boolean; status: number }[] = [];
+
+  /** Answer the next request that matches with HTTP `status` (a provider error), once. */
+  failOnce(match: (req: ModelRequest) => boolean, status = 500): void {
+    this.failures.push({ match, status });
+  }
 
   define(name: string, script: Script): void {
     this.scripts.set(name, script);
@@ -87,6 +96,14 @@ export class ScriptedModel {
     for await (const chunk of req) raw += String(chunk);
     const body = JSON.parse(raw) as { messages: ChatMessage[]; tools?: { function: { name: string } }[] };
     const request: ModelRequest = { at: Date.now(), messages: body.messages, tools: (body.tools ?? []).map((t) => t.function.name) };
+    const failure = this.failures.findIndex((f) => f.match(request));
+    if (failure >= 0) {
+      const { status } = this.failures.splice(failure, 1)[0]!;
+      this.requests.push({ ...request, failedWith: status });
+      res.writeHead(status, { "content-type": "application/json" });
+      res.end(JSON.stringify({ error: { message: `scripted provider error ${status}`, type: "server_error", code: null } }));
+      return;
+    }
     this.requests.push(request);
     const user = lastUserText(body.messages);
     const name = /SCRIPT=([\w-]+)/.exec(user)?.[1];

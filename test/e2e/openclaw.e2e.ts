@@ -170,6 +170,27 @@ describe("clawmesh in real OpenClaw gateways", () => {
     expect(steps.filter((r) => injected(r).includes(env.id))).toEqual([]);
   });
 
+  it("provider error: a message in a turn whose first model request gets HTTP 500 reaches exactly one successful model request", async () => {
+    const key = "agent:main:main:thread:flaky";
+    const landed = nextEnvelope(`${PREFIX}.in.gw-a.gw-b.main.main.thread=3Aflaky.>`);
+    const other = await import("../../src/index.js").then((m) => m.Mesh.connect({ servers: nats.url, prefix: PREFIX, instance: "gw-b", registry: { janitorIntervalMs: 0 } }));
+    await other.send({ from: "agent:helper:main", to: { sessionKey: key, instance: "gw-a" }, body: "flaky news" });
+    const env = await landed;
+    await other.close();
+    const carries = (r: ModelRequest) => JSON.stringify(r.messages).includes(`[mesh id=${env.id}]`);
+    model.failOnce(carries, 500);
+    const t = Date.now();
+    // OpenClaw retries the attempt (or fails the turn); either way the message is not lost.
+    await gwA.turn(key, "first try SCRIPT=plain").catch(() => undefined);
+    await gwA.turn(key, "second turn SCRIPT=plain");
+    await gwA.turn(key, "third turn SCRIPT=plain");
+    timings.push(`provider-error turns ${Date.now() - t} ms`);
+    const carrying = model.requests.filter(carries);
+    expect(carrying.filter((r) => r.failedWith !== undefined).map((r) => r.failedWith)).toEqual([500]);
+    const succeeded = carrying.filter((r) => r.failedWith === undefined);
+    expect(succeeded.filter((r) => injected(r).includes(env.id))).toHaveLength(1);
+  });
+
   it("seed 001: a sessions_spawn child finishing while the parent is busy reaches the parent through the mesh once, not by the native announce", async () => {
     const parentKey = "agent:main:main:thread:spawner";
     const childDone = nextEnvelope(`${PREFIX}.in.gw-a.gw-a.main.main.thread=3Aspawner.>`, (k) => k === "task.complete");
