@@ -21,7 +21,8 @@ async function recordedIds(prefix: string, instance: string, sessionKey: string)
     const m = await ins.jsm.direct.getMessage(stream, { seq, next_by_subj: subject });
     if (m === null) break;
     const r = m.json<{ groups?: { ids: string[] }[] }>();
-    for (const g of r.groups ?? []) out.push(...g.ids);
+    // Each recorded key is `<sending instance>/<envelope id>`.
+    for (const g of r.groups ?? []) out.push(...g.ids.map((k) => k.slice(k.indexOf("/") + 1)));
     seq = m.seq + 1;
   }
   return out;

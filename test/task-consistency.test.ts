@@ -24,7 +24,8 @@ async function storedIds(prefix: string, instance: string): Promise<Map<string, 
   const ids = new Map<string, number>();
   for (let seq = state.first_seq; state.messages > 0 && seq <= state.last_seq; seq++) {
     const m = await ins.jsm.streams.getMessage(stream, { seq }).catch(() => null);
-    const id = m?.header?.get("Nats-Msg-Id");
+    // Envelope ids (the Nats-Msg-Id header carries the id keyed with the sender's secret).
+    const id = m ? (m.json<{ id?: string }>().id ?? undefined) : undefined;
     if (id) ids.set(id, (ids.get(id) ?? 0) + 1);
   }
   return ids;

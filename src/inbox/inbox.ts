@@ -57,7 +57,7 @@ export interface InboxBatch {
 }
 
 export interface InboxOptions extends AcquireOptions {
-  /** Instrumentation: runs after the surfaced ids are recorded and before the ack is sent. */
+  /** Instrumentation: runs after the surfacing keys (`<sending instance>/<envelope id>`) are recorded and before the ack is sent. */
   readonly onRecorded?: (ids: readonly string[]) => void | Promise<void>;
 }
 
