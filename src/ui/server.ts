@@ -79,68 +79,82 @@ function errorText(err: unknown): string {
 }
 
 export async function startUi(opts: UiOptions): Promise<UiServer> {
-  const mesh = opts.mesh;
-  const pingback = new Histogram();
-  const clients = new Set<ServerResponse>();
-  const tails = new Map<string, Tail>();
+  const view = new OperatorView(opts);
+  await view.decideAccess();
+  return view.listen();
+}
 
-  const onEvent = (e: TailEvent) => {
+/** One running view: what it follows, who may act, and its HTTP handlers. */
+class OperatorView {
+  private readonly mesh: Mesh;
+  private readonly pingback = new Histogram();
+  private readonly clients = new Set<ServerResponse>();
+  private readonly tails = new Map<string, Tail>();
+  private access: UiAccess = "operator";
+  private accessReason = "started with credentials that may watch every inbox (the operator's, or a server without authorization): redrive is enabled";
+
+  constructor(private readonly opts: UiOptions) {
+    this.mesh = opts.mesh;
+  }
+
+  /** Operator unless told read-only or the credentials may not watch inboxes. */
+  async decideAccess(): Promise<void> {
+    if (this.opts.readOnly) {
+      this.access = "read-only";
+      this.accessReason = "started read-only (--read-only): actions are refused";
+    } else if (!(await this.follow(this.mesh.instance))) {
+      this.access = "read-only";
+      this.accessReason = `started with instance '${this.mesh.instance}''s credentials, which may not watch inboxes: a read-only view of what they may read; redrive needs the operator's credentials`;
+    }
+  }
+
+  private readonly onEvent = (e: TailEvent): void => {
     if (e.kind === Kinds.taskComplete) {
       const sent = Date.parse(e.sentAt);
-      if (Number.isFinite(sent)) pingback.observe((Date.parse(e.at) - sent) / 1000);
+      if (Number.isFinite(sent)) this.pingback.observe((Date.parse(e.at) - sent) / 1000);
     }
     const line = `event: envelope\ndata: ${JSON.stringify({ at: e.at, kind: e.kind, id: e.id, from: e.from, to: e.to })}\n\n`;
-    for (const c of clients) c.write(line);
+    for (const c of this.clients) c.write(line);
   };
 
   /** Tail an instance's inboxes; false when the server refuses (instance users may not). */
-  const follow = async (instance: string): Promise<boolean> => {
-    if (tails.has(instance)) return true;
-    const t = mesh.sessions.tail({ instance }, onEvent);
-    tails.set(instance, t);
+  private async follow(instance: string): Promise<boolean> {
+    if (this.tails.has(instance)) return true;
+    const t = this.mesh.sessions.tail({ instance }, this.onEvent);
+    this.tails.set(instance, t);
     const refused = t.done.then(
       () => false,
       () => true,
     );
     // A refusal arrives before the answer to a later request: one more round trip settles it.
-    const settled = t.ready.then(() => mesh.sessions.instances().catch(() => [])).then(() => false);
+    const settled = t.ready.then(() => this.mesh.sessions.instances().catch(() => [])).then(() => false);
     if (await Promise.race([refused, settled])) {
-      tails.delete(instance);
+      this.tails.delete(instance);
       t.close();
       return false;
     }
-    void refused.then((r) => r && tails.delete(instance));
+    void refused.then((r) => r && this.tails.delete(instance));
     return true;
-  };
-
-  let access: UiAccess = "operator";
-  let accessReason = "started with credentials that may watch every inbox (the operator's, or a server without authorization): redrive is enabled";
-  if (opts.readOnly) {
-    access = "read-only";
-    accessReason = "started read-only (--read-only): actions are refused";
-  } else if (!(await follow(mesh.instance))) {
-    access = "read-only";
-    accessReason = `started with instance '${mesh.instance}''s credentials, which may not watch inboxes: a read-only view of what they may read; redrive needs the operator's credentials`;
   }
 
-  const snapshot = async (): Promise<Snapshot> => {
+  private async snapshot(): Promise<Snapshot> {
     const errors: string[] = [];
     const now = Date.now();
     let instances: string[];
     try {
-      instances = await mesh.sessions.instances();
-      if (instances.length === 0) instances = [mesh.instance];
+      instances = await this.mesh.sessions.instances();
+      if (instances.length === 0) instances = [this.mesh.instance];
     } catch (err) {
       errors.push(`instances: ${errorText(err)}`);
-      instances = [mesh.instance];
+      instances = [this.mesh.instance];
     }
     // A read-only view shows what its own instance may read.
-    if (access === "read-only") instances = instances.filter((i) => i === mesh.instance);
+    if (this.access === "read-only") instances = instances.filter((i) => i === this.mesh.instance);
     const view: Snapshot = {
       generatedAt: new Date(now).toISOString(),
-      self: mesh.instance,
-      access,
-      accessReason,
+      self: this.mesh.instance,
+      access: this.access,
+      accessReason: this.accessReason,
       onlineMeans: `has an active session, or a session active in the last ${ONLINE_WITHIN_MS / 60_000} minutes`,
       instances: [],
       sessions: [],
@@ -148,36 +162,46 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
       fanIn: [],
       tasksByState: Object.fromEntries(TaskStateSchema.options.map((s) => [s, 0])),
       parked: [],
-      notificationsPending: mesh.tasks.pendingNotifications().length,
+      notificationsPending: this.mesh.tasks.pendingNotifications().length,
       errors,
     };
-    for (const instance of instances) {
-      if (access === "operator") await follow(instance);
-      const row: Snapshot["instances"][number] = { instance, online: false, sessions: 0, pending: 0, oldestPending: null, parked: 0 };
-      view.instances.push(row);
-      try {
-        const records = await mesh.sessions.list({ instance });
-        const rows = new Map<string, { address: SessionAddress; lifecycle: string; lastActivity: string | null }>();
-        for (const r of records) rows.set(addr(r.address), { address: mesh.address({ sessionKey: r.sessionKey, instance: r.address.instance }), lifecycle: r.lifecycle, lastActivity: r.lastActivity });
-        for (const a of await mesh.sessions.withStored(instance)) if (!rows.has(addr(a))) rows.set(addr(a), { address: a, lifecycle: "unregistered", lastActivity: null });
-        for (const r of rows.values()) {
-          const p = await mesh.sessions.pending(r.address);
-          view.sessions.push({ session: addr(r.address), instance, lifecycle: r.lifecycle, lastActivity: r.lastActivity, pending: p.count, oldestPending: p.oldest ?? null });
-          row.sessions++;
-          row.pending += p.count;
-          if (p.oldest && (!row.oldestPending || p.oldest < row.oldestPending)) row.oldestPending = p.oldest;
-          if (r.lifecycle === "active" || (r.lastActivity && now - Date.parse(r.lastActivity) < ONLINE_WITHIN_MS)) row.online = true;
-        }
-        for (const p of await mesh.parked.list(undefined, { instance })) {
-          view.parked.push({ instance, parkedSeq: p.parkedSeq, sessionKey: p.sessionKey, reason: p.reason, deliveries: p.deliveries, parkedAt: p.parkedAt, size: p.size });
-          row.parked++;
-        }
-      } catch (err) {
-        row.error = errorText(err);
-      }
-    }
+    for (const instance of instances) await this.addInstance(view, instance, now);
+    await this.addTasks(view);
+    return view;
+  }
+
+  /** One instance's row, its sessions and its parked messages. */
+  private async addInstance(view: Snapshot, instance: string, now: number): Promise<void> {
+    if (this.access === "operator") await this.follow(instance);
+    const row: Snapshot["instances"][number] = { instance, online: false, sessions: 0, pending: 0, oldestPending: null, parked: 0 };
+    view.instances.push(row);
     try {
-      const all = await mesh.tasks.list(access === "read-only" ? { requester: mesh.instance } : {});
+      const records = await this.mesh.sessions.list({ instance });
+      const rows = new Map<string, { address: SessionAddress; lifecycle: string; lastActivity: string | null }>();
+      for (const r of records) rows.set(addr(r.address), { address: this.mesh.address({ sessionKey: r.sessionKey, instance: r.address.instance }), lifecycle: r.lifecycle, lastActivity: r.lastActivity });
+      for (const a of await this.mesh.sessions.withStored(instance)) if (!rows.has(addr(a))) rows.set(addr(a), { address: a, lifecycle: "unregistered", lastActivity: null });
+      for (const r of rows.values()) {
+        const p = await this.mesh.sessions.pending(r.address);
+        view.sessions.push({ session: addr(r.address), instance, lifecycle: r.lifecycle, lastActivity: r.lastActivity, pending: p.count, oldestPending: p.oldest ?? null });
+        row.sessions++;
+        row.pending += p.count;
+        if (p.oldest && (!row.oldestPending || p.oldest < row.oldestPending)) row.oldestPending = p.oldest;
+        if (r.lifecycle === "active" || (r.lastActivity && now - Date.parse(r.lastActivity) < ONLINE_WITHIN_MS)) row.online = true;
+      }
+      for (const p of await this.mesh.parked.list(undefined, { instance })) {
+        view.parked.push({ instance, parkedSeq: p.parkedSeq, sessionKey: p.sessionKey, reason: p.reason, deliveries: p.deliveries, parkedAt: p.parkedAt, size: p.size });
+        row.parked++;
+      }
+    } catch (err) {
+      row.error = errorText(err);
+    }
+  }
+
+  /** Tasks in flight and fan-in progress per requester session. */
+  private async addTasks(view: Snapshot): Promise<void> {
+    const errors = view.errors;
+    try {
+      const all = await this.mesh.tasks.list(this.access === "read-only" ? { requester: this.mesh.instance } : {});
       const groups = new Map<string, { finished: number; total: number; open: boolean }>();
       for (const t of all.sort((a, b) => a.createdAt.localeCompare(b.createdAt))) {
         view.tasksByState[t.state] = (view.tasksByState[t.state] ?? 0) + 1;
@@ -193,29 +217,23 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
     } catch (err) {
       errors.push(`tasks: ${errorText(err)}`);
     }
-    return view;
-  };
+  }
 
-  const json = (res: ServerResponse, status: number, body: unknown) => {
-    res.writeHead(status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" });
-    res.end(JSON.stringify(body));
-  };
-
-  const redrive = async (req: IncomingMessage, res: ServerResponse, instance: string, seq: number) => {
-    if (access !== "operator") return json(res, 403, { error: "read_only", message: `this view is read-only: ${accessReason}` });
+  private async redrive(req: IncomingMessage, res: ServerResponse, instance: string, seq: number): Promise<void> {
+    if (this.access !== "operator") return json(res, 403, { error: "read_only", message: `this view is read-only: ${this.accessReason}` });
     // A header a cross-site form cannot send: actions come from this page (or a deliberate client).
     if (req.headers["x-clawmesh-action"] !== "1") return json(res, 403, { error: "forbidden", message: "actions need the X-Clawmesh-Action: 1 header" });
     try {
-      const done = await mesh.parked.redrive(seq, { instance });
+      const done = await this.mesh.parked.redrive(seq, { instance });
       json(res, 200, { redriven: seq, instance, ...done });
     } catch (err) {
       if ((err instanceof MeshError && err.code === "not_found") || isNotFound(err)) return json(res, 404, { error: "not_found", message: `no parked message ${seq} on ${instance} (already redriven or dropped?)` });
       if (isNotPermitted(err)) return json(res, 403, { error: "not_permitted", message: errorText(err) });
       json(res, 500, { error: "failed", message: errorText(err) });
     }
-  };
+  }
 
-  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://ui");
     const path = url.pathname;
     if (req.method === "GET" && path === "/") {
@@ -225,13 +243,13 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
     if (req.method === "GET" && path === "/events") {
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
       // Registered before hello: every envelope seen after the client reads hello is sent to it.
-      clients.add(res);
-      res.write(`event: hello\ndata: ${JSON.stringify({ access, tailing: [...tails.keys()] })}\n\n`);
-      req.on("close", () => clients.delete(res));
+      this.clients.add(res);
+      res.write(`event: hello\ndata: ${JSON.stringify({ access: this.access, tailing: [...this.tails.keys()] })}\n\n`);
+      req.on("close", () => this.clients.delete(res));
       return;
     }
     if (req.method === "GET" && path === "/metrics") {
-      const s = await snapshot();
+      const s = await this.snapshot();
       const now = Date.parse(s.generatedAt);
       res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
       return void res.end(
@@ -239,49 +257,58 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
           instances: s.instances.map((i) => ({ instance: i.instance, pending: i.pending, parked: i.parked, oldestPendingAgeSeconds: i.oldestPending ? Math.max(0, (now - Date.parse(i.oldestPending)) / 1000) : 0 })),
           tasksByState: s.tasksByState,
           notificationsPending: s.notificationsPending,
-          pingback,
+          pingback: this.pingback,
         }),
       );
     }
     const parts = /^\/api\/(state|instances|sessions|tasks|parked)$/.exec(path);
     if (req.method === "GET" && parts) {
-      const s = await snapshot();
+      const s = await this.snapshot();
       const part = parts[1] as "state" | "instances" | "sessions" | "tasks" | "parked";
       return json(res, 200, part === "state" ? s : part === "tasks" ? { tasks: s.tasks, fanIn: s.fanIn, tasksByState: s.tasksByState } : s[part]);
     }
     const action = /^\/api\/parked\/([^/]+)\/(\d+)\/redrive$/.exec(path);
     if (action) {
       if (req.method !== "POST") return json(res, 405, { error: "method_not_allowed", message: "redrive is a POST" });
-      return redrive(req, res, decodeURIComponent(action[1]!), Number(action[2]));
+      return this.redrive(req, res, decodeURIComponent(action[1]!), Number(action[2]));
     }
     json(res, 404, { error: "not_found", message: `no ${req.method} ${path}` });
-  };
+  }
 
-  const server: Server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent) json(res, 500, { error: "failed", message: errorText(err) });
-      else res.end();
+  async listen(): Promise<UiServer> {
+    const server: Server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent) json(res, 500, { error: "failed", message: errorText(err) });
+        else res.end();
+      });
     });
-  });
-  const host = opts.host ?? "127.0.0.1";
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port ?? 4380, host, () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
-    port,
-    access,
-    accessReason,
-    async close() {
-      for (const t of tails.values()) t.close();
-      tails.clear();
-      for (const c of clients) c.end();
-      clients.clear();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
-    },
-  };
+    const host = this.opts.host ?? "127.0.0.1";
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.opts.port ?? 4380, host, () => resolve());
+    });
+    const port = (server.address() as AddressInfo).port;
+    return {
+      url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+      port,
+      access: this.access,
+      accessReason: this.accessReason,
+      close: () => this.close(server),
+    };
+  }
+
+  private async close(server: Server): Promise<void> {
+    for (const t of this.tails.values()) t.close();
+    this.tails.clear();
+    for (const c of this.clients) c.end();
+    this.clients.clear();
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    await closed;
+  }
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" });
+  res.end(JSON.stringify(body));
 }
