@@ -92,3 +92,22 @@ describe("records the code cannot read", () => {
     await boss.close();
   });
 });
+
+describe("watches by id", () => {
+  it("removes a session's own task or session watch by its id, and nobody else's", async () => {
+    const prefix = uniquePrefix();
+    const m = await mesh(prefix);
+    const owner = await m.sessions.open("agent:owner:main");
+    const other = await m.sessions.open("agent:other:main");
+    const onTask = await owner.services.watches.add(owner.address, { taskId: "t-1" }, ["completed"]);
+    const onSession = await owner.services.watches.add(owner.address, { session: m.address("agent:worker:main") }, ["closed"]);
+    expect(await other.services.watches.remove(other.address, onTask.watchId)).toBe(false);
+    expect(await owner.services.watches.remove(owner.address, onSession.watchId)).toBe(true);
+    expect(await owner.services.watches.remove(owner.address, onSession.watchId)).toBe(false);
+    expect((await owner.services.watches.list(owner.address)).map((w) => w.watchId)).toEqual([onTask.watchId]);
+    expect(await owner.services.watches.remove(owner.address, onTask.watchId)).toBe(true);
+    expect(await owner.services.watches.remove(owner.address, "not.a*token")).toBe(false);
+    await owner.close();
+    await other.close();
+  });
+});

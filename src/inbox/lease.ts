@@ -123,23 +123,27 @@ export class SessionLease {
     return holderAlive(this.ctx, this.session.instance, holder);
   }
 
-  /** Wake when the lease key changes (release, renewal) or after `ms`, whichever is first. */
+  /**
+   * Wake when the lease key changes (release, renewal, takeover) or after `ms`, whichever is first.
+   * A core subscription on the key's subject sees every write to it: no server consumer is made
+   * for a wait.
+   */
   private async waitForChange(revision: number, ms: number, signal: AbortSignal | undefined): Promise<void> {
-    const watch = await this.store.kv.watch({ key: this.key, include: "updates" as never });
-    const timer = setTimeout(() => watch.stop(), ms);
-    const onAbort = () => watch.stop();
-    signal?.addEventListener("abort", onAbort, { once: true });
+    let wake: () => void = () => {};
+    const woken = new Promise<void>((resolve) => (wake = resolve));
+    const sub = this.ctx.nc.subscribe(this.ctx.names.leaseKeySubject(this.session), { max: 1, callback: () => wake() });
+    const timer = setTimeout(() => wake(), ms);
+    signal?.addEventListener("abort", wake, { once: true });
     try {
-      // Covers a change that happened between our get and the watch starting.
-      const now = await this.store.kv.get(this.key);
-      if (now !== null && now.revision !== revision) return;
-      for await (const e of watch) {
-        if (e.revision !== revision) break;
-      }
+      await this.ctx.nc.flush();
+      // Covers a change that happened between our read and the subscription starting.
+      const now = await this.store.read(this.key);
+      if (now.status === "absent" || now.revision !== revision) return;
+      await woken;
     } finally {
       clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
-      watch.stop();
+      signal?.removeEventListener("abort", wake);
+      sub.unsubscribe();
     }
   }
 

@@ -49,12 +49,15 @@ export class Watches {
 
   /** Remove a watch of `watcher`; false when there is none with that id. */
   async remove(watcher: SessionAddress, watchId: string): Promise<boolean> {
-    const key = (await this.bucket.keys()).find((k) => k.endsWith(`.${watchId}`));
-    if (!key) return false;
-    const w = await this.bucket.get(key);
-    if (!w || !sameSession(w.value.watcher, watcher)) return false;
-    await this.bucket.delete(key);
-    return true;
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(watchId)) return false;
+    // One direct get per key shape the id can end (a task watch, a session watch): no listing.
+    for (const filter of this.ctx.names.watchIdFilters(watchId)) {
+      const w = await this.bucket.findLatest(filter);
+      if (w.status !== "value" || !sameSession(w.value.watcher, watcher)) continue;
+      await this.bucket.delete(w.key);
+      return true;
+    }
+    return false;
   }
 
   /** Fire the watches on a finished task and on its assignee session. */

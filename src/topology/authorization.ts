@@ -68,7 +68,8 @@ export function instancePermissions(prefix: string, me: string): InstancePermiss
     ...n.writableRegistryKeys(me),
   ];
   // Replies and pull deliveries only under its own inbox prefix; liveness probes for its own holders.
-  const subscribe = [`${inboxPrefixFor(me)}.>`, `${prefix}.alive.${me}.*`];
+  // Writes to its own lease keys, which a contender for a busy session waits on.
+  const subscribe = [`${inboxPrefixFor(me)}.>`, `${prefix}.alive.${me}.*`, `$KV.${n.leaseBucket(me)}.>`];
   return { publish, subscribe };
 }
 

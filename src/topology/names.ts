@@ -127,6 +127,10 @@ export class Names {
   watchKey(target: WatchTargetRef, watchId: string): string {
     return `${this.watchTargetKey(target)}.${watchId}`;
   }
+  /** Filters that match the one key a watch id can have, whatever it watches. */
+  watchIdFilters(watchId: string): string[] {
+    return [`t.*.${watchId}`, `s.*.*.*.*.${watchId}`];
+  }
   /** Directory key: `<encoded channel address>.<instance>.<agent>.<session hash>`. */
   directoryKey(channel: string, session: SessionAddress): string {
     return `${encodeToken(channel)}.${session.instance}.${session.agent}.${shortHash(sessionPath(session), 16)}`;
@@ -188,6 +192,10 @@ export class Names {
   }
   aliveSubject(instance: string, holderId: string): string {
     return `${this.prefix}.alive.${instance}.${holderId}`;
+  }
+  /** The subject every write to a session's lease key is published on (what a waiting contender listens to). */
+  leaseKeySubject(session: SessionAddress): string {
+    return `$KV.${this.leaseBucket(session.instance)}.${this.leaseKey(session)}`;
   }
   /** KV key of a session's lease inside the instance's lease bucket. */
   leaseKey(session: SessionAddress): string {
