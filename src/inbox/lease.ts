@@ -17,7 +17,7 @@ import { isNoResponders } from "../transport/js-errors.js";
 
 const LeaseValueSchema = z.object({ holder: z.string(), label: z.string(), until: z.number() });
 type LeaseValue = z.infer<typeof LeaseValueSchema>;
-type LeaseStore = KvStore<typeof LeaseValueSchema>;
+export type LeaseStore = KvStore<typeof LeaseValueSchema>;
 
 /** The lease bucket of an instance. */
 export function openLeaseStore(ctx: MeshContext, instance: string): Promise<LeaseStore> {

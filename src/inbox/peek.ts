@@ -16,7 +16,7 @@ import type { MeshContext } from "../mesh-context.js";
 import { ReservedIds, decodeEnvelope, type Envelope, type WireAddress } from "../wire/index.js";
 import type { Inbox } from "./inbox.js";
 import { sendEnvelope } from "./outbox.js";
-import { SeenLog } from "./seen-log.js";
+import { SeenLog, surfacingKey } from "./seen-log.js";
 
 export interface PendingMessage {
   /** Inbox stream sequence. */
@@ -77,7 +77,7 @@ async function* iteratePending(ctx: MeshContext, session: SessionAddress, view?:
     seq = m.seq + 1;
     const p = toPending(ctx, m);
     const from = ctx.names.parseInboxSubject(m.subject)?.fromInstance ?? "";
-    const key = `${from}/${p.id}`;
+    const key = p.id === undefined ? "" : surfacingKey(from, p.id);
     if (p.id !== undefined && (seen.has(from, p.id) || ids.has(key))) continue;
     if (p.id !== undefined) ids.add(key);
     yield p;

@@ -12,13 +12,15 @@
  * never by a one-shot client.
  */
 import type { MeshContext } from "../mesh-context.js";
-import { holderAlive, openLeaseStore, readLease } from "../inbox/index.js";
+import { holderAlive, openLeaseStore, readLease, type LeaseStore } from "../inbox/index.js";
 import type { SessionRecord } from "../wire/index.js";
 import type { SessionRegistry } from "./sessions.js";
 
 export class Janitor {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<unknown> | undefined;
+  /** This instance's lease bucket, opened once. */
+  private leases: Promise<LeaseStore> | undefined;
 
   constructor(
     private readonly ctx: MeshContext,
@@ -48,7 +50,11 @@ export class Janitor {
   /** One pass over this instance's sessions; returns the session keys it moved to idle. */
   async sweep(): Promise<string[]> {
     const instance = this.ctx.config.instance;
-    const leases = await openLeaseStore(this.ctx, instance);
+    this.leases ??= openLeaseStore(this.ctx, instance);
+    const leases = await this.leases.catch((err: unknown) => {
+      this.leases = undefined;
+      throw err;
+    });
     const idled: string[] = [];
     for (const { key, value: r } of await this.sessions.bucket.values(`${instance}.>`)) {
       try {
@@ -76,7 +82,7 @@ export class Janitor {
     return true;
   }
 
-  private async runAlive(leases: Awaited<ReturnType<typeof openLeaseStore>>, r: SessionRecord): Promise<boolean> {
+  private async runAlive(leases: LeaseStore, r: SessionRecord): Promise<boolean> {
     const lease = await readLease(leases, this.ctx, { ...r.address });
     if (!lease || lease.until < Date.now()) return false;
     // Whoever holds the lease now (this run, or a newer one about to record itself) must be alive.
