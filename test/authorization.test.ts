@@ -1,72 +1,28 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { Mesh, parseSessionKey } from "../src/index.js";
-import { LocalNatsServer } from "../src/server/local-server.js";
-import { Names, generateAuthorization, inboxPrefixFor } from "../src/topology/index.js";
+import { parseSessionKey, type Mesh } from "../src/index.js";
+import { Names, inboxPrefixFor } from "../src/topology/index.js";
+import { OPERATOR, passwordOf, startSecuredMesh, type SecuredMesh } from "./harness/secured.js";
 
 const PREFIX = "mesh";
-const spec = {
-  prefix: PREFIX,
-  instances: { "gw-a": { password: "secret-a-123" }, "gw-b": { password: "secret-b-123" }, "gw-c": { password: "secret-c-123" } },
-  operator: { user: "ops", password: "secret-ops-123" },
-};
-let dir: string;
-let server: LocalNatsServer;
+let secured: SecuredMesh;
 let a: Mesh;
 let b: Mesh;
 
-function meshAs(instance: "gw-a" | "gw-b" | "gw-c"): Promise<Mesh> {
-  return Mesh.connect({
-    servers: server.url,
-    instance,
-    prefix: PREFIX,
-    // The one auth story: the inbox prefix follows from the instance.
-    auth: { user: instance, password: spec.instances[instance].password },
-    inbox: { fetchExpiresMs: 1000 },
-  });
-}
-
-/** A raw connection of an instance, for attempts the mesh client would never make. */
-function rawAs(instance: "gw-a" | "gw-b" = "gw-a"): Promise<NatsConnection> {
-  return connect({ servers: server.url, user: instance, pass: spec.instances[instance].password, inboxPrefix: inboxPrefixFor(instance), timeout: 2000 });
-}
-const rawAsA = () => rawAs("gw-a");
-
-/** Runs `attempt` on a fresh raw connection of `instance`; what the server and client said. */
-async function attemptAs(instance: "gw-a" | "gw-b", attempt: (nc: NatsConnection) => Promise<unknown>): Promise<string> {
-  const nc = await rawAs(instance);
-  const violations: string[] = [];
-  void (async () => {
-    for await (const st of nc.status()) if (st.type === "error") violations.push(String((st as { error?: unknown }).error));
-  })();
-  const outcome = await Promise.race([attempt(nc).then(() => "succeeded", (e: unknown) => String(e)), new Promise<string>((r) => setTimeout(() => r("no answer"), 3000))]);
-  await nc.flush().catch(() => undefined);
-  await nc.close().catch(() => undefined);
-  return [outcome, ...violations].join(" | ");
-}
+const meshAs = (instance: string) => secured.meshAs(instance);
+const rawAsA = () => secured.rawAs("gw-a");
+const attemptAs = (instance: string, attempt: (nc: NatsConnection) => Promise<unknown>) => secured.attemptAs(instance, attempt);
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), "clawmesh-auth-"));
-  writeFileSync(join(dir, "auth.conf"), generateAuthorization(spec));
-  server = await LocalNatsServer.start({ storeDir: join(dir, "store"), configFile: join(dir, "auth.conf") });
-  // Provisioning is the operator's: instances can create nothing.
-  const ops = await Mesh.connect({ servers: server.url, instance: "ops", prefix: PREFIX, provision: false, auth: { user: "ops", password: "secret-ops-123" } });
-  await ops.admin.provision("gw-a");
-  await ops.admin.provision("gw-b");
-  await ops.close();
+  secured = await startSecuredMesh(["gw-a", "gw-b", "gw-c"], PREFIX);
+  await secured.provision("gw-a", "gw-b");
   a = await meshAs("gw-a");
   b = await meshAs("gw-b");
 });
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await server?.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await secured?.dispose();
 });
 
 describe("broker-enforced identity", () => {
@@ -122,7 +78,7 @@ describe("a neighbour with valid credentials", () => {
     expect(said).toContain(probe);
     // The operator can publish anywhere: even then the victim answers only its own inbox prefix,
     // so the request to purge is never made on its behalf.
-    const ops = await connect({ servers: server.url, user: "ops", pass: "secret-ops-123" });
+    const ops = await connect({ servers: secured.server.url, user: OPERATOR.user, pass: OPERATOR.password });
     const purges: string[] = [];
     const watch = ops.subscribe(`$JS.API.STREAM.PURGE.>`, { callback: (_e, m) => void purges.push(m.subject) });
     ops.publish(probe, undefined, { reply: `$JS.API.STREAM.PURGE.${PREFIX}_in_gw-a` });
@@ -202,7 +158,7 @@ describe("one auth story", () => {
     const { MeshRuntime } = await import("../src/openclaw/runtime.js");
     const logs: string[] = [];
     const runtime = new MeshRuntime(
-      { instance: "gw-b", servers: server.url, prefix: PREFIX, auth: { user: "gw-b", password: spec.instances["gw-b"].password } },
+      { instance: "gw-b", servers: secured.server.url, prefix: PREFIX, auth: { user: "gw-b", password: passwordOf("gw-b") } },
       { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string) => logs.push(m) },
     );
     await runtime.start();
@@ -210,7 +166,7 @@ describe("one auth story", () => {
     const sent = await run.send({ to: a.address({ sessionKey: "agent:main:main", instance: "gw-a" }), body: "from the plugin" });
     expect(sent.status).toBe("sent");
     await runtime.stop();
-    expect(logs.join("\n")).not.toContain(spec.instances["gw-b"].password);
+    expect(logs.join("\n")).not.toContain(passwordOf("gw-b"));
     const inbox = await a.sessions.openInbox("agent:main:main");
     const batch = await inbox.take();
     expect(batch.messages.map((m) => m.body)).toContain("from the plugin");

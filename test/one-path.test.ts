@@ -99,7 +99,8 @@ describe("watches by id", () => {
     const m = await mesh(prefix);
     const owner = await m.sessions.open("agent:owner:main");
     const other = await m.sessions.open("agent:other:main");
-    const onTask = await owner.services.watches.add(owner.address, { taskId: "t-1" }, ["completed"]);
+    const task = await owner.delegate({ to: m.address("agent:worker:main"), message: "x" });
+    const onTask = await owner.services.watches.add(owner.address, { taskId: task.taskId }, ["completed"]);
     const onSession = await owner.services.watches.add(owner.address, { session: m.address("agent:worker:main") }, ["closed"]);
     expect(await other.services.watches.remove(other.address, onTask.watchId)).toBe(false);
     expect(await owner.services.watches.remove(owner.address, onSession.watchId)).toBe(true);

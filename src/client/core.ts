@@ -6,7 +6,7 @@ import { parseSessionKey, sessionKeyOf, type SessionAddress } from "../address/i
 import { InvalidAddressError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { Directory, SessionRegistry, Watches } from "../registry/index.js";
-import { TaskKeys, type MeshServices } from "../session/index.js";
+import { TaskKeys, taskKeyEntryAgrees, type MeshServices } from "../session/index.js";
 import { CompletionNotifier, TaskRegistry, type FinishDeps } from "../tasks/index.js";
 import { KvStore } from "../topology/index.js";
 import { TaskKeyEntrySchema } from "../wire/index.js";
@@ -34,13 +34,16 @@ export class MeshCore {
   /** The shared registries (opened on first use). */
   services(): Promise<MeshServices> {
     this.servicesHandle ??= (async () => {
-      const watches = await Watches.open(this.ctx);
+      // Watches find a task's instances through the task registry, which fires them.
+      let tasks: TaskRegistry | undefined;
+      const watches = await Watches.open(this.ctx, { locate: (taskId, requester) => tasks!.locate(taskId, requester) });
+      tasks = await TaskRegistry.open(this.ctx, watches);
       return {
         watches,
-        tasks: await TaskRegistry.open(this.ctx, watches),
+        tasks,
         sessions: await SessionRegistry.open(this.ctx, watches),
         directory: await Directory.open(this.ctx),
-        taskKeys: await KvStore.open(this.ctx, this.ctx.names.taskKeyBucket(), TaskKeyEntrySchema),
+        taskKeys: await KvStore.open(this.ctx, this.ctx.names.taskKeyBucket(), TaskKeyEntrySchema, { agrees: (key, e) => taskKeyEntryAgrees(this.ctx.names, key, e) }),
         notifier: this.notifier,
       };
     })();

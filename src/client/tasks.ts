@@ -90,7 +90,7 @@ export class TasksClient {
   /** Make sure a decided task's requester was told (help a finisher that crashed between the writes). */
   async renotify(taskId: string): Promise<boolean> {
     const tasks = (await this.core.services()).tasks;
-    const task = await tasks.get(taskId);
+    const task = await tasks.get(taskId, { as: "assignee" });
     if (!task || !TERMINAL_STATES.has(task.record.state) || task.record.notified) return false;
     await notifyRequester(this.core.ctx, tasks, task);
     this.core.notifier.delivered(taskId);

@@ -47,6 +47,20 @@ export function parseChannelAddress(input: string): string {
   return `${platform}:${where}`;
 }
 
+/**
+ * Whether an entry's body agrees with its key: the key names the channel and the session of the
+ * binding, and its instance token is checked by the broker (each instance binds only its own
+ * sessions), so an entry naming another instance's session is a forgery.
+ */
+function directoryEntryAgrees(names: Names, key: string, e: DirectoryEntry): boolean {
+  try {
+    const session = parseSessionKey(e.sessionKey, e.instance);
+    return session.agent === e.agent && names.directoryKey(e.channel, session) === key;
+  } catch {
+    return false;
+  }
+}
+
 export async function ensureDirectoryBucket(ctx: MeshContext): Promise<void> {
   await ensureBucket(ctx.nc, ctx.jsm, ctx.names.directoryBucket(), { ttlMs: ctx.config.retention.taskMaxAgeMs, replicas: ctx.config.retention.replicas, description: "clawmesh channel directory" });
 }
@@ -58,7 +72,7 @@ export class Directory {
   ) {}
 
   static async open(ctx: MeshContext): Promise<Directory> {
-    return new Directory(ctx.names, await KvStore.open(ctx, ctx.names.directoryBucket(), DirectoryEntrySchema));
+    return new Directory(ctx.names, await KvStore.open(ctx, ctx.names.directoryBucket(), DirectoryEntrySchema, { agrees: (key, e) => directoryEntryAgrees(ctx.names, key, e) }));
   }
 
   /** Register that `session` serves `channel` (idempotent). */

@@ -37,7 +37,9 @@ export class SessionRegistry {
   ) {}
 
   static async open(ctx: MeshContext, watches: Watches): Promise<SessionRegistry> {
-    return new SessionRegistry(ctx, await KvStore.open(ctx, ctx.names.sessionBucket(), SessionRecordSchema), watches);
+    // The key names the owning instance and the session; a body naming anyone else is a forgery.
+    const agrees = (key: string, r: SessionRecord) => r.owner === r.address.instance && ctx.names.sessionRecordKey(r.address) === key;
+    return new SessionRegistry(ctx, await KvStore.open(ctx, ctx.names.sessionBucket(), SessionRecordSchema, { agrees }), watches);
   }
 
   key(session: SessionAddress): string {

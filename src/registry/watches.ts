@@ -1,7 +1,8 @@
 /**
  * Watches: "tell my session when session/task X completes, fails or closes". A watch is a KV entry
- * in `<prefix>_watches` keyed by what it watches (`t.<taskId>.<watchId>` or
- * `s.<instance>.<agent>.<channel>.<session>.<watchId>`). The instance that makes the change fires
+ * in `<prefix>_watches` keyed by what it watches, then by the watching instance and the watch id
+ * (`t.<requester>.<assignee>.<taskId>.<watcher>.<watchId>` or
+ * `s.<instance>.<agent>.<channel>.<session>.<watcher>.<watchId>`; `Names.watchKey`). The instance that makes the change fires
  * the matching watches as durable `watch.event` messages in each watcher's inbox, so a watcher whose
  * instance is down meanwhile gets them when it comes back. Notice ids are derived from (watch,
  * event, subject), so a repeated firing (retry, recovery) is a duplicate, never a second notice.
@@ -13,9 +14,18 @@ import { sendEnvelope } from "../inbox/index.js";
 import { KvStore, ensureBucket, type WatchTargetRef } from "../topology/index.js";
 import { Kinds, ReservedIds, WatchRecordSchema, createEnvelope, type TaskRecord, type WatchEvent, type WatchNoticeBody, type WatchRecord } from "../wire/index.js";
 
-export type WatchTarget = WatchTargetRef;
+/**
+ * What a caller asks to watch: a session, or a task by id (task ids are scoped by requester:
+ * `requester` says whose, when the id alone is ambiguous).
+ */
+export type WatchTarget = { readonly taskId: string; readonly requester?: string } | { readonly session: SessionAddress };
 
-export function describeTarget(target: WatchTarget): string {
+/** Finds the instances of a task by id (the task registry). */
+export interface TaskLocator {
+  locate(taskId: string, requester?: string): Promise<{ readonly requester: string; readonly assignee: string }>;
+}
+
+export function describeTarget(target: WatchTarget | WatchRecord["target"]): string {
   return "taskId" in target ? `task ${target.taskId}` : `session ${target.session.instance}/${sessionKeyOf(target.session)}`;
 }
 
@@ -27,31 +37,35 @@ export class Watches {
   private constructor(
     private readonly ctx: MeshContext,
     private readonly bucket: KvStore<typeof WatchRecordSchema>,
+    private readonly tasks: TaskLocator,
   ) {}
 
-  static async open(ctx: MeshContext): Promise<Watches> {
-    return new Watches(ctx, await KvStore.open(ctx, ctx.names.watchBucket(), WatchRecordSchema));
+  static async open(ctx: MeshContext, tasks: TaskLocator): Promise<Watches> {
+    // The key names target and watching instance; a body naming anyone else is a forgery.
+    const agrees = (key: string, w: WatchRecord) => ctx.names.watchKey(w.target, w.watcher.instance, w.watchId) === key;
+    return new Watches(ctx, await KvStore.open(ctx, ctx.names.watchBucket(), WatchRecordSchema, { agrees }), tasks);
   }
 
   async add(watcher: SessionAddress, target: WatchTarget, events: readonly WatchEvent[]): Promise<WatchRecord> {
-    const record: WatchRecord = { v: 1, watchId: randomUUID(), watcher, target, events: [...events], createdAt: new Date().toISOString() };
-    await this.bucket.create(this.ctx.names.watchKey(target, record.watchId), record);
+    const resolved: WatchRecord["target"] = "taskId" in target ? { taskId: target.taskId, ...(await this.tasks.locate(target.taskId, target.requester)) } : target;
+    const record: WatchRecord = { v: 1, watchId: randomUUID(), watcher, target: resolved, events: [...events], createdAt: new Date().toISOString() };
+    await this.bucket.create(this.ctx.names.watchKey(resolved, watcher.instance, record.watchId), record);
     return record;
   }
 
-  /** Watches set by `watcher` (all watches when omitted). */
+  /** Watches set by `watcher` (by every session of this instance when omitted). */
   async list(watcher?: SessionAddress): Promise<WatchRecord[]> {
-    const all = await this.bucket.values();
-    return all
-      .map((s) => s.value)
-      .filter((w) => !watcher || sameSession(w.watcher, watcher));
+    const instance = watcher?.instance ?? this.ctx.config.instance;
+    const found: WatchRecord[] = [];
+    for (const filter of this.ctx.names.watchIdFilters(instance, "*")) found.push(...(await this.bucket.values(filter)).map((s) => s.value));
+    return found.filter((w) => !watcher || sameSession(w.watcher, watcher));
   }
 
   /** Remove a watch of `watcher`; false when there is none with that id. */
   async remove(watcher: SessionAddress, watchId: string): Promise<boolean> {
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(watchId)) return false;
     // One direct get per key shape the id can end (a task watch, a session watch): no listing.
-    for (const filter of this.ctx.names.watchIdFilters(watchId)) {
+    for (const filter of this.ctx.names.watchIdFilters(watcher.instance, watchId)) {
       const w = await this.bucket.findLatest(filter);
       if (w.status !== "value" || !sameSession(w.value.watcher, watcher)) continue;
       await this.bucket.delete(w.key);
@@ -70,18 +84,26 @@ export class Watches {
       ...(task.result !== undefined && { result: task.result }),
       ...(task.error !== undefined && { error: task.error }),
     };
-    await this.fire({ taskId: task.taskId }, event, task.assignee, task.taskId, detail);
-    await this.fire({ session: task.assignee }, event, task.assignee, task.taskId, detail);
+    const parties = new Set([task.requester.instance, task.assignee.instance]);
+    const target = { taskId: task.taskId, requester: task.requester.instance, assignee: task.assignee.instance };
+    await this.fire(target, event, task.assignee, task.taskId, detail, parties);
+    await this.fire({ session: task.assignee }, event, task.assignee, task.taskId, detail, parties);
   }
 
   async fireSessionClosed(session: SessionAddress): Promise<void> {
     await this.fire({ session }, "closed", session, "closed", {});
   }
 
-  private async fire(target: WatchTarget, event: WatchEvent, from: SessionAddress, discriminator: string, detail: Partial<WatchNoticeBody>): Promise<void> {
-    for (const { value: w } of await this.bucket.values(`${this.ctx.names.watchTargetKey(target)}.*`)) {
+  /**
+   * Send a notice to every watcher of `target`. A task's result and error go only to instances that
+   * take part in it (`parties`); any other watcher learns the state, never the content.
+   */
+  private async fire(target: WatchTargetRef, event: WatchEvent, from: SessionAddress, discriminator: string, detail: Partial<WatchNoticeBody>, parties?: ReadonlySet<string>): Promise<void> {
+    for (const { value: w } of await this.bucket.values(this.ctx.names.watchesOn(target))) {
       if (!w.events.includes(event)) continue;
-      const body: WatchNoticeBody = { watchId: w.watchId, event, target: describeTarget(target), ...detail, at: new Date().toISOString() };
+      const { result: _result, error: _error, ...stateOnly } = detail;
+      const shown = !parties || parties.has(w.watcher.instance) ? detail : stateOnly;
+      const body: WatchNoticeBody = { watchId: w.watchId, event, target: describeTarget(target), ...shown, at: new Date().toISOString() };
       await sendEnvelope(
         this.ctx,
         createEnvelope({

@@ -147,7 +147,11 @@ export class MeshSession {
     for (const m of batch.messages) {
       this.recentSenders.set(m.id, m.from);
       if (this.recentSenders.size > 1000) this.recentSenders.delete(this.recentSenders.keys().next().value!);
-      if (m.kind === Kinds.taskRequest && m.taskId && m.envelope.origin) this.openTaskOrigins.set(m.taskId, m.envelope.origin);
+      if (m.kind === Kinds.taskRequest && m.taskId) {
+        // Task ids are scoped by requester: finishing it later reads one exact key.
+        this.registry.noteAssigned(m.taskId, m.from.instance);
+        if (m.envelope.origin) this.openTaskOrigins.set(m.taskId, m.envelope.origin);
+      }
     }
     return batch;
   }
@@ -161,7 +165,7 @@ export class MeshSession {
   private async effectiveOrigin(opts: { origin?: Origin; parentTaskId?: string } & RouteOverrides): Promise<Origin | undefined> {
     let origin: Origin | undefined;
     if (opts.parentTaskId !== undefined) {
-      const parent = await this.registry.require(opts.parentTaskId);
+      const parent = await this.registry.require(opts.parentTaskId, { as: "assignee" });
       if (!sameSession(parent.record.assignee, this.address)) throw new InvalidTaskActionError(`task ${opts.parentTaskId} is not assigned to this session`);
       origin = parent.record.origin;
     } else if (this.openTaskOrigins.size === 1) {
@@ -336,7 +340,7 @@ export class MeshSession {
    */
   private async claimRecord(record: TaskRecord): Promise<Claim> {
     for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
-      const existing = await this.registry.get(record.taskId);
+      const existing = await this.registry.get(record.taskId, { as: "requester" });
       if (!existing) {
         const created = await this.registry.create(record);
         if (created) return { kind: "claimed", stored: created };
@@ -400,7 +404,7 @@ export class MeshSession {
   }
 
   private async reused(session: SessionAddress, taskId: string, hooks: DelegateHooks): Promise<DelegateOutcome> {
-    const existing = await this.registry.get(taskId);
+    const existing = await this.registry.get(taskId, { as: "requester", peer: session.instance });
     await hooks.onStep?.("reused", { taskId });
     return { taskId, assignee: session, reused: true, state: existing?.record.state ?? "submitted" };
   }
@@ -420,7 +424,7 @@ export class MeshSession {
    * what to do with it (`action`: reply, skip, announce), through the mesh's one finishing path.
    */
   async complete(
-    input: { taskId: string; state: FinishState; result?: JsonBody; error?: string; action?: Action } & RouteOverrides,
+    input: { taskId: string; state: FinishState; result?: JsonBody; error?: string; action?: Action; requester?: string } & RouteOverrides,
     hooks?: FinishHooks,
   ): Promise<FinishOutcome> {
     const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions, notifier: this.services.notifier }, { ...input, by: this.address }, hooks);
@@ -431,7 +435,7 @@ export class MeshSession {
   /** Move a task assigned to this session to `working` or `input-required`. */
   async setTaskState(taskId: string, state: "working" | "input-required"): Promise<TaskRecord> {
     for (;;) {
-      const task = await this.registry.require(taskId);
+      const task = await this.registry.require(taskId, { as: "assignee" });
       if (!sameSession(task.record.assignee, this.address)) throw new InvalidTaskActionError(`task ${taskId} is not assigned to this session`);
       if (TERMINAL_STATES.has(task.record.state)) throw new InvalidTaskActionError(`task ${taskId} is already ${task.record.state}`);
       const next = { ...task.record, state, updatedAt: new Date().toISOString() };

@@ -1,9 +1,11 @@
 /**
  * Idempotent spawn by task key (incident 002), in one place: the first delegation with a task key
- * creates a session for it; every later one, from any process, gets that same session back
+ * creates a session for it; every later one from the same instance, in any process, gets that same session back
  * (`reused: true`) while it is resumable and its task is alive. The task-key entry in
  * `<prefix>_taskkeys` (key layout in `Names.taskKeyEntryKey`, which lowercases the agent) is
- * written by create-if-absent, so racing callers agree on one winner.
+ * written by create-if-absent, so racing callers agree on one winner. Entries are the delegating
+ * instance's own (the key starts with it; the broker lets no one else write there), so a
+ * neighbour cannot point another instance's task key at a session of its choosing.
  *
  * Crash consistency: a delegation writes its task record (`delivered: false`) before the entry
  * that points at it, so an entry never names a task that was not created. An entry is reused only
@@ -22,6 +24,19 @@ import type { MeshServices } from "./services.js";
 /** The synthetic task id that stands for a child session started outside the mesh. */
 export function childTaskId(child: SessionAddress): string {
   return `s-${createHash("sha256").update(`${child.instance}/${sessionKeyOf(child)}`).digest("hex").slice(0, 40)}`;
+}
+
+/**
+ * Whether an entry's body agrees with its key: the key's first token is the delegating instance
+ * (checked by the broker); the rest must be what the body names.
+ */
+export function taskKeyEntryAgrees(names: Names, key: string, e: TaskKeyEntry): boolean {
+  try {
+    const session = parseSessionKey(e.sessionKey, e.instance);
+    return key === names.taskKeyEntryKey({ owner: key.split(".")[0]!, taskKey: e.taskKey, agent: session.agent, instance: e.instance });
+  } catch {
+    return false;
+  }
 }
 
 /** What a task-key entry is good for. */
@@ -43,9 +58,9 @@ export class TaskKeys {
     private readonly services: MeshServices,
   ) {}
 
-  /** The entry's key for a task key and agent of an instance. */
+  /** The entry's key for a task key and agent of an instance, as this instance delegates it. */
   entryKey(r: { readonly taskKey: string; readonly agent: string; readonly instance: string }): string {
-    return this.ctx.names.taskKeyEntryKey(r);
+    return this.ctx.names.taskKeyEntryKey({ ...r, owner: this.ctx.config.instance });
   }
 
   entry(key: string): Promise<Stored<TaskKeyEntry> | undefined> {
@@ -69,7 +84,7 @@ export class TaskKeys {
     const taskId = entry.value.taskId;
     // A child session a host spawned and claimed: the session is the work, there is no request.
     if (taskId === childTaskId(session)) return { kind: "reuse", session, taskId };
-    const task = await this.services.tasks.get(taskId);
+    const task = await this.services.tasks.get(taskId, { as: "requester", peer: session.instance });
     if (!task) return { kind: "replace", session };
     const delivery = this.services.tasks.delivery(task.record);
     if (delivery === "delivered") return { kind: "reuse", session, taskId };
@@ -86,7 +101,7 @@ export class TaskKeys {
       if (v.kind !== "sending") return v;
       signal?.throwIfAborted();
       // Nothing announces a record's change without a server consumer: read it again shortly.
-      const task = await this.services.tasks.get(v.taskId);
+      const task = await this.services.tasks.get(v.taskId, { as: "requester", peer: v.session.instance });
       const left = task ? this.services.tasks.graceLeftMs(task.record) : 0;
       await new Promise((r) => setTimeout(r, Math.max(1, Math.min(pollMs, left))));
     }

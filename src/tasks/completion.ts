@@ -31,7 +31,7 @@ import { sendEnvelope, type SendEnvelopeOptions } from "../inbox/index.js";
 import type { SessionRegistry } from "../registry/index.js";
 import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, encodeEnvelope, type Action, type AnnounceBody, type DeliveryTarget, type Envelope, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
 import { resolveDeliveryTarget, resolveHandoff, targetOf, type RouteOverrides } from "../handoff/index.js";
-import type { StoredTask, TaskRegistry } from "./registry.js";
+import type { StoredTask, TaskLookup, TaskRegistry } from "./registry.js";
 
 export type FinishState = Extract<TaskState, "completed" | "failed" | "canceled">;
 
@@ -45,7 +45,14 @@ export interface FinishRequest extends RouteOverrides {
   readonly error?: string;
   /** What to do with the result (default reply; a legacy token in a text result decides too). */
   readonly action?: Action;
+  /**
+   * The requester's instance. Task ids are scoped by requester, so it is needed only when two
+   * requesters gave this instance tasks with the same id (AmbiguousTaskError otherwise).
+   */
+  readonly requester?: string;
 }
+
+const finishLookup = (req: FinishRequest): TaskLookup => ({ as: "assignee", ...(req.requester !== undefined && { peer: req.requester }) });
 
 export type FinishOutcome = (
   /** This call decided the task. */
@@ -94,7 +101,7 @@ export async function finishTask(deps: FinishDeps, req: FinishRequest, hooks: Fi
   if (req.by.instance !== ctx.config.instance) {
     throw new InvalidAddressError(sessionKeyOf(req.by), `instance '${ctx.config.instance}' cannot act for instance '${req.by.instance}'`);
   }
-  const task = known ?? (await tasks.require(req.taskId));
+  const task = known ?? (await tasks.require(req.taskId, finishLookup(req)));
   if (!sameSession(task.record.assignee, req.by)) throw new NotAssigneeError(req.taskId, sessionKeyOf(task.record.assignee), sessionKeyOf(req.by));
 
   // The one handoff rule, as for replies: tokens in a text result become the action, never text.
@@ -121,7 +128,7 @@ async function decide(deps: FinishDeps, req: FinishRequest, announceTarget: Deli
   const { tasks } = deps;
   let read: StoredTask | undefined = known;
   for (;;) {
-    const current = read ?? (await tasks.require(req.taskId));
+    const current = read ?? (await tasks.require(req.taskId, finishLookup(req)));
     read = undefined;
     const r = current.record;
     if (TERMINAL_STATES.has(r.state)) {
@@ -208,7 +215,7 @@ export async function notifyRequester(ctx: MeshContext, tasks: TaskRegistry, tas
   let current: StoredTask | undefined = task;
   while (current && !current.record.notified) {
     if (await tasks.replace(current, { ...current.record, notified: true })) return;
-    current = await tasks.get(r.taskId);
+    current = await tasks.get(r.taskId, { as: "assignee", peer: r.requester.instance });
   }
 }
 

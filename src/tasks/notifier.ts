@@ -205,7 +205,7 @@ export class CompletionNotifier implements DeferredNotifications {
   private async attempt(e: Entry): Promise<void> {
     try {
       const tasks = await this.registry();
-      const task = await tasks.get(e.taskId);
+      const task = await tasks.get(e.taskId, { as: "assignee", peer: e.requesterInstance });
       // Gone (expired), not decided, or someone else told the requester: nothing left to do.
       if (!task || !TERMINAL_STATES.has(task.record.state) || task.record.notified) {
         this.waiting.delete(e.taskId);

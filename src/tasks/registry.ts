@@ -1,7 +1,7 @@
 /**
  * The task registry: one KV entry per task in the bucket `<prefix>_tasks`, keyed
- * `<requesterInstance>.<assigneeInstance>.<taskId>` so the broker can later allow each instance to
- * write only the tasks it takes part in. Every change is a compare-and-set at the revision read:
+ * `<requesterInstance>.<assigneeInstance>.<taskId>` so the broker lets each instance write and read
+ * only the tasks it takes part in. Task ids are scoped by requester. Every change is a compare-and-set at the revision read:
  * two writers never silently overwrite each other; the loser re-reads and decides again.
  *
  * A delegation creates its record with `delivered: false` before it publishes the task.request,
@@ -13,7 +13,7 @@ import { sameSession } from "../address/index.js";
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { TaskRecordSchema, type TaskRecord } from "../wire/index.js";
-import { KvStore, UnreadableRecordError, ensureBucket, type Names } from "../topology/index.js";
+import { KvStore, UnreadableRecordError, ensureBucket, type Names, type StoreRead, type TaskRole } from "../topology/index.js";
 import type { Watches } from "../registry/index.js";
 
 export interface StoredTask {
@@ -46,12 +46,31 @@ export function requestDelivered(r: TaskRecord): boolean {
   return r.delivered !== false || r.state !== "submitted";
 }
 
+/** Two requesters used the same task id for tasks assigned to this instance; say which one. */
+export class AmbiguousTaskError extends MeshError {
+  readonly requesters: readonly string[];
+  constructor(taskId: string, requesters: readonly string[]) {
+    super("ambiguous_task", `task id ${taskId} is assigned to this instance by ${requesters.length} requesters (${requesters.join(", ")}); say which requester instance is meant`);
+    this.requesters = requesters;
+  }
+}
+
+/** How to find a task by id: which side this instance is on, and the other instance when known. */
+export interface TaskLookup {
+  /** This instance's role; requester first, then assignee, when omitted. */
+  readonly as?: TaskRole;
+  /** The instance on the other side: the lookup is then one read of the exact key. */
+  readonly peer?: string;
+}
+
 export class TaskRegistry {
-  /** Task id -> registry key, for ids this process has seen (the key names both instances). */
+  /** `<role>|<task id>` -> registry key, for tasks this process has seen (the key names both instances). */
   private readonly keyCache = new Map<string, string>();
 
   private constructor(
     private readonly names: Names,
+    /** This instance: task ids are scoped by requester, and an instance reads only its own tasks. */
+    private readonly self: string,
     private readonly store: KvStore<typeof TaskRecordSchema>,
     /** Fired when a task finishes (before it counts as notified). */
     readonly watches: Watches,
@@ -60,7 +79,9 @@ export class TaskRegistry {
   ) {}
 
   static async open(ctx: MeshContext, watches: Watches): Promise<TaskRegistry> {
-    return new TaskRegistry(ctx.names, await KvStore.open(ctx, ctx.names.taskBucket(), TaskRecordSchema), watches, ctx.config.tasks.deliveryGraceMs);
+    // The key names requester and assignee; a body naming anyone else is a forgery.
+    const store = await KvStore.open(ctx, ctx.names.taskBucket(), TaskRecordSchema, { agrees: (key, r) => ctx.names.taskRecordKey(r) === key });
+    return new TaskRegistry(ctx.names, ctx.config.instance, store, watches, ctx.config.tasks.deliveryGraceMs);
   }
 
   /** Where a record's request stands (by the record's last change and this process's clock). */
@@ -83,31 +104,76 @@ export class TaskRegistry {
     const key = this.names.taskRecordKey(record);
     const written = await this.store.create(key, record);
     if (!written) return undefined;
-    this.remember(record.taskId, key);
+    this.remember(record, key);
     return stored(written);
   }
 
   /**
-   * The task with this id; undefined when there is none. Throws UnreadableRecordError for a record
-   * it cannot read. One read: by exact key when this process knows the task's key, otherwise the
-   * last entry on `*.*.<taskId>` (a direct get; no server consumer).
+   * The task with this id that this instance takes part in; undefined when there is none. Throws
+   * UnreadableRecordError for a record it cannot read, AmbiguousTaskError when two requesters gave
+   * this instance tasks with the id and `peer` does not say which. No server consumer: a read by
+   * exact key when the key is known (`peer`, or seen by this process); otherwise, as requester, the
+   * last entry on `<self>.*.<taskId>` (one direct get: a requester never holds an id twice), and as
+   * assignee the keys on `*.<self>.<taskId>` from the stream's subject list.
    */
-  async get(taskId: string): Promise<StoredTask | undefined> {
-    const cached = this.keyCache.get(taskId);
-    let read = cached !== undefined ? await this.store.read(cached) : await this.store.findLatest(this.names.tasksWithId(taskId));
-    // The cached key was removed (e.g. a failed delegation retried towards another instance): look again by id.
-    if (cached !== undefined && read.status === "absent") {
-      this.keyCache.delete(taskId);
-      read = await this.store.findLatest(this.names.tasksWithId(taskId));
+  async get(taskId: string, lookup: TaskLookup = {}): Promise<StoredTask | undefined> {
+    for (const role of lookup.as ? [lookup.as] : (["requester", "assignee"] as const)) {
+      const found = await this.lookup(taskId, role, lookup.peer);
+      if (found) return found;
+    }
+    return undefined;
+  }
+
+  private async lookup(taskId: string, role: TaskRole, peer: string | undefined): Promise<StoredTask | undefined> {
+    const exact = peer !== undefined ? this.keyFor(role, peer, taskId) : this.keyCache.get(`${role}|${taskId}`);
+    let read = exact !== undefined ? await this.store.read(exact) : undefined;
+    if (read === undefined || (read.status === "absent" && peer === undefined)) {
+      // Not known, or the cached key was removed (a failed delegation retried towards another instance).
+      this.keyCache.delete(`${role}|${taskId}`);
+      read = role === "requester" ? await this.store.findLatest(this.names.taskIdFilter(this.self, role, taskId)) : await this.findAssigned(taskId);
     }
     if (read.status === "unreadable") throw new UnreadableRecordError(this.store.name, read.key, read.reason);
     if (read.status === "absent") return undefined;
-    this.remember(taskId, read.key);
+    this.remember(read.value, read.key);
     return stored(read);
   }
 
-  async require(taskId: string): Promise<StoredTask> {
-    const t = await this.get(taskId);
+  private async findAssigned(taskId: string): Promise<StoreRead<TaskRecord>> {
+    const found = await this.store.values(this.names.taskIdFilter(this.self, "assignee", taskId));
+    if (found.length > 1) throw new AmbiguousTaskError(taskId, found.map((t) => t.value.requester.instance));
+    const only = found[0];
+    return only ? { status: "value", ...only } : { status: "absent", key: this.names.taskIdFilter(this.self, "assignee", taskId) };
+  }
+
+  private keyFor(role: TaskRole, peer: string, taskId: string): string {
+    return role === "requester" ? `${this.self}.${peer}.${taskId}` : `${peer}.${this.self}.${taskId}`;
+  }
+
+  /**
+   * The two instances of the task with this id, for a watch: a task this instance takes part in
+   * (read), else the one task key with the id (`requester` narrows it), from the key list alone:
+   * another pair's record is not readable here, its key is.
+   */
+  async locate(taskId: string, requester?: string): Promise<{ readonly requester: string; readonly assignee: string }> {
+    const own = requester === undefined || requester === this.self ? await this.get(taskId, requester === this.self ? { as: "requester" } : {}) : undefined;
+    if (own) return { requester: own.record.requester.instance, assignee: own.record.assignee.instance };
+    const keys = (await this.store.keys(`${requester ?? "*"}.*.${taskId}`)).flatMap((k) => this.names.parseTaskKey(k) ?? []);
+    if (keys.length > 1) throw new AmbiguousTaskError(taskId, keys.map((k) => k.requester));
+    if (!keys[0]) throw new TaskNotFoundError(taskId);
+    return keys[0];
+  }
+
+  /** Remember that a task.request with this id came from `requester` (so finishing it reads one exact key). */
+  noteAssigned(taskId: string, requester: string): void {
+    const key = this.keyFor("assignee", requester, taskId);
+    const known = this.keyCache.get(`assignee|${taskId}`);
+    // A second requester with the same id: forget both, so a lookup without `peer` finds them and says it is ambiguous.
+    if (known !== undefined && known !== key) this.keyCache.delete(`assignee|${taskId}`);
+    else this.cache(`assignee|${taskId}`, key);
+  }
+
+  async require(taskId: string, lookup: TaskLookup = {}): Promise<StoredTask> {
+    const t = await this.get(taskId, lookup);
     if (!t) throw new TaskNotFoundError(taskId);
     return t;
   }
@@ -133,14 +199,16 @@ export class TaskRegistry {
       if (!sameSession(current.record.assignee, task.record.assignee)) return undefined;
       const written = await this.replace(current, { ...current.record, delivered: true });
       if (written) return written;
-      current = await this.get(task.record.taskId);
+      current = await this.get(task.record.taskId, { as: "requester", peer: task.record.assignee.instance });
+      if (current && current.key !== task.key) return undefined;
     }
     return current?.record.delivered !== false ? current : undefined;
   }
 
   /** Delete a task at the revision read (a task whose creation could not be completed). */
   async remove(current: StoredTask): Promise<boolean> {
-    this.keyCache.delete(current.record.taskId);
+    this.keyCache.delete(`requester|${current.record.taskId}`);
+    this.keyCache.delete(`assignee|${current.record.taskId}`);
     return this.store.delete(current.key, current.revision);
   }
 
@@ -154,9 +222,13 @@ export class TaskRegistry {
     return (await this.store.values(filter)).map(stored);
   }
 
-  private remember(taskId: string, key: string): void {
-    if (this.keyCache.size >= 10_000) this.keyCache.clear();
-    this.keyCache.set(taskId, key);
+  private remember(r: TaskRecord, key: string): void {
+    if (r.requester.instance === this.self) this.cache(`requester|${r.taskId}`, key);
+    if (r.assignee.instance === this.self) this.cache(`assignee|${r.taskId}`, key);
   }
 
+  private cache(k: string, key: string): void {
+    if (this.keyCache.size >= 10_000) this.keyCache.clear();
+    this.keyCache.set(k, key);
+  }
 }

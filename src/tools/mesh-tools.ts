@@ -190,6 +190,7 @@ export const meshComplete = defineTool({
   schema: z
     .object({
       taskId: z.string().regex(TASK_ID_RE, "a task id from the task request"),
+      requester: z.string().min(1).optional().describe("Gateway that asked (the task request's sender instance); needed only when two gateways used the same task id"),
       status: z.enum(["completed", "failed"]).describe("completed: done with a result; failed: could not be done"),
       result: z.string().optional().describe("The result (for completed)"),
       error: z.string().max(4000).optional().describe("What went wrong (for failed)"),
@@ -206,6 +207,7 @@ export const meshComplete = defineTool({
     const out = await ctx.session.complete({
       taskId: p.taskId,
       state: p.status,
+      ...(p.requester !== undefined && { requester: p.requester }),
       ...(p.result !== undefined && { result: p.result }),
       ...(p.error !== undefined && { error: p.error }),
       ...(p.action !== undefined && { action: p.action }),

@@ -29,13 +29,15 @@ export interface InstancePermissions {
 /**
  * Subjects instance `me` may publish and subscribe to. No instance may create, reconfigure, delete
  * or purge a stream or bucket (provisioning is the operator's), create consumers on the shared
- * buckets, or answer a request on anyone's behalf: `allow_responses` is off, and the only replies
+ * buckets, read the content of tasks it takes no part in, or answer a request on anyone's behalf: `allow_responses` is off, and the only replies
  * it may publish go to its own inbox prefix (its lease-liveness answers to its own processes).
  */
 export function instancePermissions(prefix: string, me: string): InstancePermissions {
   const n = new Names(prefix);
   const own = [n.inboxStream(me), n.parkedStream(me), n.seenStream(me), `KV_${n.leaseBucket(me)}`];
-  const shared = [n.taskBucket(), n.sessionBucket(), n.directoryBucket(), n.watchBucket(), n.taskKeyBucket()].map((b) => `KV_${b}`);
+  // Registries whose records hold no content: readable by every instance (a session is addressed by them).
+  const shared = [n.sessionBucket(), n.directoryBucket(), n.watchBucket(), n.taskKeyBucket()].map((b) => `KV_${b}`);
+  const tasks = `KV_${n.taskBucket()}`;
   const api = "$JS.API";
   const publish = [
     // Sending: only as itself (token 3 of an inbox subject is the sender).
@@ -65,6 +67,11 @@ export function instancePermissions(prefix: string, me: string): InstancePermiss
     `$KV.${n.leaseBucket(me)}.>`,
     // Shared registries: read by info and direct get (no consumers); written only where the key names this instance.
     ...shared.flatMap((s) => [`${api}.STREAM.INFO.${s}`, `${api}.STREAM.MSG.GET.${s}`, `${api}.DIRECT.GET.${s}`, `${api}.DIRECT.GET.${s}.>`]),
+    // Task records hold request titles and results: read only by a direct get whose API subject
+    // names a key of a task this instance takes part in (no message get, no get by sequence). Key
+    // names are listed to all (stream info).
+    `${api}.STREAM.INFO.${tasks}`,
+    ...n.readableTaskKeys(me).map((k) => `${api}.DIRECT.GET.${tasks}.${k}`),
     ...n.writableRegistryKeys(me),
   ];
   // Replies and pull deliveries only under its own inbox prefix; liveness probes for its own holders.

@@ -51,7 +51,10 @@ export function sessionPath(address: Pick<SessionAddress, "agent" | "channel" | 
 }
 
 /** What a watch is on: a task, or a session. */
-export type WatchTargetRef = { readonly taskId: string } | { readonly session: SessionAddress };
+export type WatchTargetRef = { readonly taskId: string; readonly requester: string; readonly assignee: string } | { readonly session: SessionAddress };
+
+/** Which side of a task an instance is on. */
+export type TaskRole = "requester" | "assignee";
 
 function shortHash(s: string, hexChars: number): string {
   return createHash("sha256").update(s).digest("hex").slice(0, hexChars);
@@ -109,27 +112,49 @@ export class Names {
   tasksAssignedTo(instance: string): string {
     return `*.${instance}.*`;
   }
-  /** Filter over task keys with this id, whoever asked and whoever works on it. */
-  tasksWithId(taskId: string): string {
-    return `*.*.${taskId}`;
+  /** Filter over task keys `instance` asked for (a listing, not a lookup). */
+  tasksRequestedBy(instance: string): string {
+    return `${instance}.*.*`;
   }
   /**
-   * Task-key entry key (idempotent spawn): `<instance>.<agent>.<hash of the task key>`. The agent is
-   * lowercased here, once, so every caller finds what any other caller created.
+   * Filter over the task keys with this id that `instance` takes part in as `role`. Task ids are
+   * scoped by requester: two requesters may use the same id; one requester never has two.
    */
-  taskKeyEntryKey(r: { readonly taskKey: string; readonly agent: string; readonly instance: string }): string {
-    return `${r.instance}.${r.agent.toLowerCase()}.${shortHash(r.taskKey, 32)}`;
+  taskIdFilter(instance: string, role: TaskRole, taskId: string): string {
+    return role === "requester" ? `${instance}.*.${taskId}` : `*.${instance}.${taskId}`;
   }
-  /** Watch keys start with what they watch: `t.<taskId>` or `s.<instance>.<agent>.<channel>.<session>`. */
+  /** The parts of a task registry key; undefined when it is not one. */
+  parseTaskKey(key: string): { readonly requester: string; readonly assignee: string; readonly taskId: string } | undefined {
+    const t = key.split(".");
+    return t.length === 3 ? { requester: t[0]!, assignee: t[1]!, taskId: t[2]! } : undefined;
+  }
+  /**
+   * Task-key entry key (idempotent spawn): `<owner>.<instance>.<agent>.<hash of the task key>`,
+   * where `owner` is the instance that delegates with the key (the only one the broker lets write
+   * it) and `instance` the one whose agent does the work. The agent is lowercased here, once, so
+   * every caller finds what any other caller created.
+   */
+  taskKeyEntryKey(r: { readonly owner: string; readonly taskKey: string; readonly agent: string; readonly instance: string }): string {
+    return `${r.owner}.${r.instance}.${r.agent.toLowerCase()}.${shortHash(r.taskKey, 32)}`;
+  }
+  /**
+   * Watch keys start with what they watch, `t.<requester>.<assignee>.<taskId>` or
+   * `s.<instance>.<agent>.<channel>.<session>`, then name the watching instance (the only one the
+   * broker lets write the key) and the watch id.
+   */
   watchTargetKey(target: WatchTargetRef): string {
-    return "taskId" in target ? `t.${target.taskId}` : `s.${target.session.instance}.${sessionPath(target.session)}`;
+    return "taskId" in target ? `t.${target.requester}.${target.assignee}.${target.taskId}` : `s.${target.session.instance}.${sessionPath(target.session)}`;
   }
-  watchKey(target: WatchTargetRef, watchId: string): string {
-    return `${this.watchTargetKey(target)}.${watchId}`;
+  watchKey(target: WatchTargetRef, watcherInstance: string, watchId: string): string {
+    return `${this.watchTargetKey(target)}.${watcherInstance}.${watchId}`;
   }
-  /** Filters that match the one key a watch id can have, whatever it watches. */
-  watchIdFilters(watchId: string): string[] {
-    return [`t.*.${watchId}`, `s.*.*.*.*.${watchId}`];
+  /** Filter over the watches on one target, whoever set them. */
+  watchesOn(target: WatchTargetRef): string {
+    return `${this.watchTargetKey(target)}.*.*`;
+  }
+  /** Filters that match the one key a watch id of `watcherInstance` can have, whatever it watches. */
+  watchIdFilters(watcherInstance: string, watchId: string): string[] {
+    return [`t.*.*.*.${watcherInstance}.${watchId}`, `s.*.*.*.*.${watcherInstance}.${watchId}`];
   }
   /** Directory key: `<encoded channel address>.<instance>.<agent>.<session hash>`. */
   directoryKey(channel: string, session: SessionAddress): string {
@@ -154,10 +179,19 @@ export class Names {
       `$KV.${this.taskBucket()}.*.${instance}.*`,
       `$KV.${this.sessionBucket()}.${instance}.>`,
       `$KV.${this.directoryBucket()}.*.${instance}.>`,
-      // Watches and task keys name their target, not their writer: any participant may write them.
-      `$KV.${this.watchBucket()}.>`,
-      `$KV.${this.taskKeyBucket()}.>`,
+      `$KV.${this.watchBucket()}.t.*.*.*.${instance}.*`,
+      `$KV.${this.watchBucket()}.s.*.*.*.*.${instance}.*`,
+      `$KV.${this.taskKeyBucket()}.${instance}.>`,
     ];
+  }
+
+  /**
+   * Task registry keys an instance may read (a direct get names the key in its API subject, so the
+   * broker checks it): only tasks it asked for or works on. Task records hold request titles and
+   * results; no other instance reads them.
+   */
+  readableTaskKeys(instance: string): string[] {
+    return [`$KV.${this.taskBucket()}.${instance}.*.*`, `$KV.${this.taskBucket()}.*.${instance}.*`];
   }
 
   /** Everything addressed to `instance`: the inbox stream's subject. */

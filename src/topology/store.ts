@@ -11,14 +11,18 @@
  *   spin;
  * - nothing here creates a server consumer: lookups are by exact key, by the last message on a
  *   wildcard subject (a direct get), or by the stream's subject list (stream info), never by
- *   `kv.keys()` or an ad-hoc ordered consumer.
+ *   `kv.keys()` or an ad-hoc ordered consumer;
+ * - identity comes from the key, which the broker checked when the record was written (each
+ *   instance may write only keys that name it): a record whose body disagrees with its key (a
+ *   neighbour's forgery under a key it may write) is `unreadable`, logged, and acted on by no one.
  */
 import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
+import type { Logger } from "pino";
 import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { z } from "zod";
 import { MeshError } from "../errors.js";
-import { isRevisionConflict } from "../transport/js-errors.js";
+import { isPermissionDenied, isRevisionConflict } from "../transport/js-errors.js";
 
 export interface Stored<T> {
   readonly key: string;
@@ -52,6 +56,14 @@ export class StoreContentionError extends MeshError {
 /** Read-modify-write attempts before giving up (each loss means another writer made progress). */
 const MAX_UPDATE_ATTEMPTS = 32;
 
+export interface KvStoreOptions<T> {
+  /**
+   * Whether a record's body agrees with the key it is stored under (the key names whose statement
+   * the record is, and the broker checked that). A record that disagrees is read as unreadable.
+   */
+  readonly agrees?: (key: string, value: T) => boolean;
+}
+
 export class KvStore<S extends z.ZodType> {
   private readonly stream: string;
   private readonly subjectPrefix: string;
@@ -62,13 +74,22 @@ export class KvStore<S extends z.ZodType> {
     private readonly jsm: JetStreamManager,
     readonly name: string,
     private readonly schema: S,
+    private readonly opts: KvStoreOptions<z.output<S>>,
+    private readonly logger: Logger | undefined,
   ) {
     this.stream = `KV_${name}`;
     this.subjectPrefix = `$KV.${name}.`;
   }
 
-  static async open<S extends z.ZodType>(conn: { readonly nc: NatsConnection; readonly jsm: JetStreamManager }, name: string, schema: S): Promise<KvStore<S>> {
-    return new KvStore(await new Kvm(conn.nc).open(name, { bindOnly: true }), conn.jsm, name, schema);
+  static async open<S extends z.ZodType>(
+    conn: { readonly nc: NatsConnection; readonly jsm: JetStreamManager; readonly logger?: Logger },
+    name: string,
+    schema: S,
+    opts: KvStoreOptions<z.output<S>> = {},
+  ): Promise<KvStore<S>> {
+    // Every mesh bucket allows direct gets, and a direct get of a key names the key in its API
+    // subject: the broker can then check which keys a connection reads (see authorization.ts).
+    return new KvStore(await new Kvm(conn.nc).open(name, { bindOnly: true, allow_direct: true }), conn.jsm, name, schema, opts, conn.logger);
   }
 
   private parse(key: string, revision: number, data: () => unknown): StoreRead<z.output<S>> {
@@ -80,6 +101,10 @@ export class KvStore<S extends z.ZodType> {
     }
     const r = this.schema.safeParse(json);
     if (!r.success) return { status: "unreadable", key, revision, reason: r.error.issues[0]?.message ?? "schema mismatch" };
+    if (this.opts.agrees && !this.opts.agrees(key, r.data)) {
+      this.logger?.warn({ bucket: this.name, key, revision }, "ignoring a record whose body disagrees with its key");
+      return { status: "unreadable", key, revision, reason: "its body disagrees with its key" };
+    }
     return { status: "value", key, value: r.data, revision };
   }
 
@@ -156,7 +181,7 @@ export class KvStore<S extends z.ZodType> {
   }
 
   /**
-   * The most recently written key matching a wildcard `filter` (e.g. `*.*.<taskId>`), read with
+   * The most recently written key matching a wildcard `filter` (e.g. `<requester>.*.<taskId>`), read with
    * one direct get of the last message on the filter subject: an exact lookup when the filter can
    * match one key only.
    */
@@ -175,11 +200,21 @@ export class KvStore<S extends z.ZodType> {
     return Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(this.subjectPrefix.length));
   }
 
-  /** Every readable value whose key matches `filter` (one read per key). Unreadable and deleted records are skipped. */
+  /**
+   * Every readable value whose key matches `filter` (one read per key). Unreadable and deleted
+   * records are skipped, and so are records the broker does not let this connection read (key
+   * names are listed to every instance; another instance's task content is not).
+   */
   async values(filter = ">"): Promise<Stored<z.output<S>>[]> {
     const out: Stored<z.output<S>>[] = [];
     for (const key of await this.keys(filter)) {
-      const r = await this.read(key);
+      let r: StoreRead<z.output<S>>;
+      try {
+        r = await this.read(key);
+      } catch (err) {
+        if (isPermissionDenied(err)) continue;
+        throw err;
+      }
       if (r.status === "value") out.push(r);
     }
     return out;

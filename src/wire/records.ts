@@ -157,7 +157,8 @@ export const WatchRecordSchema = z.object({
   v: z.literal(1),
   watchId: z.string(),
   watcher: RecordAddressSchema,
-  target: z.union([z.object({ taskId: z.string() }), z.object({ session: RecordAddressSchema })]),
+  /** A task names both instances (task ids are scoped by requester). */
+  target: z.union([z.object({ taskId: z.string(), requester: z.string(), assignee: z.string() }), z.object({ session: RecordAddressSchema })]),
   events: z.array(WatchEventSchema).min(1),
   createdAt: z.iso.datetime(),
 });

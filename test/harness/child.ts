@@ -14,6 +14,8 @@ export interface ChildOptions {
   inbox?: Record<string, number>;
   retention?: Record<string, number>;
   tasks?: Record<string, number>;
+  /** The instance's own credentials, for a server running the generated authorization. */
+  auth?: { user: string; password: string };
 }
 
 export class SessionProcess {
