@@ -14,7 +14,7 @@ import { parseSessionKey, type Mesh } from "../src/index.js";
 import { encodeToken } from "../src/address/index.js";
 import { Names } from "../src/topology/index.js";
 import { Kinds, createEnvelope, encodeEnvelope, type TaskRecord } from "../src/wire/index.js";
-import { isPermissionDenied } from "../src/transport/js-errors.js";
+import { apiCode, isPermissionDenied } from "../src/transport/js-errors.js";
 import { SessionProcess } from "./harness/child.js";
 import { takeAll } from "./harness/mesh.js";
 import { passwordOf, startSecuredMesh, type SecuredMesh } from "./harness/secured.js";
@@ -269,5 +269,26 @@ describe("the janitor under authorization", () => {
     expect(await a.sessions.get("agent:crash:main")).toMatchObject({ lifecycle: "idle", resumable: true, lastTurn: { outcome: "interrupted" } });
     expect(await b.sessions.get("agent:busy:main")).toMatchObject({ lifecycle: "active" });
     await other.close();
+  });
+});
+
+describe("the generated account limits", () => {
+  it("bound what the mesh's users together may hold on the server", async () => {
+    const small = await startSecuredMesh(["gw-a", "gw-b"], PREFIX, { maxConsumers: 6 });
+    try {
+      await small.provision("gw-a", "gw-b");
+      const nc = await small.rawAs("gw-b");
+      const jsm = await jetstreamManager(nc, { checkAPI: false });
+      const outcomes: string[] = [];
+      for (let i = 0; i < 8; i++) {
+        outcomes.push(await jsm.consumers.add(names.inboxStream("gw-b"), { durable_name: `c${i}`, ack_policy: AckPolicy.Explicit }).then(() => "created", (err: unknown) => (apiCode(err) === 10026 ? "limit" : String(err))));
+      }
+      await nc.close();
+      expect(outcomes.filter((o) => o !== "created" && o !== "limit")).toEqual([]);
+      expect(outcomes.slice(0, 6)).toEqual(Array(6).fill("created"));
+      expect(outcomes.slice(6)).toEqual(["limit", "limit"]);
+    } finally {
+      await small.dispose();
+    }
   });
 });

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Mesh, type MeshConnectOptions } from "../../src/index.js";
 import { LocalNatsServer } from "../../src/server/local-server.js";
-import { generateAuthorization, inboxPrefixFor } from "../../src/topology/index.js";
+import { generateAuthorization, inboxPrefixFor, type AuthSpec } from "../../src/topology/index.js";
 
 export const OPERATOR = { user: "ops", password: "secret-ops-123" } as const;
 
@@ -29,9 +29,9 @@ export interface SecuredMesh {
 
 export const passwordOf = (instance: string) => `secret-${instance}-123`;
 
-export async function startSecuredMesh(instances: readonly string[], prefix = "mesh"): Promise<SecuredMesh> {
+export async function startSecuredMesh(instances: readonly string[], prefix = "mesh", jetstream: AuthSpec["jetstream"] = {}): Promise<SecuredMesh> {
   const dir = mkdtempSync(join(tmpdir(), "clawmesh-auth-"));
-  const spec = { prefix, instances: Object.fromEntries(instances.map((i) => [i, { password: passwordOf(i) }])), operator: OPERATOR };
+  const spec = { prefix, instances: Object.fromEntries(instances.map((i) => [i, { password: passwordOf(i) }])), operator: OPERATOR, jetstream };
   writeFileSync(join(dir, "auth.conf"), generateAuthorization(spec));
   const server = await LocalNatsServer.start({ storeDir: join(dir, "store"), configFile: join(dir, "auth.conf") });
   const opened: Mesh[] = [];
