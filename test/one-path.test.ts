@@ -49,6 +49,25 @@ describe("one task-finishing path", () => {
   });
 });
 
+describe("finishing from a known version", () => {
+  it("re-reads after a stale version and refuses a finisher that is no longer the assignee, leaving the record as it is", async () => {
+    const prefix = uniquePrefix();
+    const m = await mesh(prefix);
+    const other = await suite.mesh(prefix);
+    const boss = await m.sessions.open("agent:boss:main");
+    const first = m.address("agent:first:main");
+    const t = await boss.delegate({ to: first, message: "x" });
+    // Another process of the instance moves the task to another session (as a takeover would):
+    // this process still holds the old version, which names `first`.
+    const services = await other.sessions.open("agent:ops:main").then((s) => s.services);
+    const current = (await services.tasks.get(t.taskId, { as: "requester" }))!;
+    await services.tasks.replace(current, { ...current.record, assignee: m.address("agent:second:main") });
+    await expect(m.tasks.finish({ taskId: t.taskId, by: "agent:first:main", state: "completed", result: "late" })).rejects.toMatchObject({ code: "not_assignee" });
+    expect(await other.tasks.get(t.taskId)).toMatchObject({ state: "submitted", assignee: { agent: "second" } });
+    await boss.close();
+  });
+});
+
 describe("one task-key rule", () => {
   it("finds a task key created for agent 'Analyst' when asked for 'analyst' or 'ANALYST'", async () => {
     const prefix = uniquePrefix();

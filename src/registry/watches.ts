@@ -99,7 +99,10 @@ export class Watches {
    * take part in it (`parties`); any other watcher learns the state, never the content.
    */
   private async fire(target: WatchTargetRef, event: WatchEvent, from: SessionAddress, discriminator: string, detail: Partial<WatchNoticeBody>, parties?: ReadonlySet<string>): Promise<void> {
-    for (const { value: w } of await this.bucket.values(this.ctx.names.watchesOn(target))) {
+    const filter = this.ctx.names.watchesOn(target);
+    // Most targets have no watch: one direct get says so, without listing the bucket's subjects.
+    if ((await this.bucket.findLatest(filter)).status === "absent") return;
+    for (const { value: w } of await this.bucket.values(filter)) {
       if (!w.events.includes(event)) continue;
       const { result: _result, error: _error, ...stateOnly } = detail;
       const shown = !parties || parties.has(w.watcher.instance) ? detail : stateOnly;

@@ -101,7 +101,8 @@ export async function finishTask(deps: FinishDeps, req: FinishRequest, hooks: Fi
   if (req.by.instance !== ctx.config.instance) {
     throw new InvalidAddressError(sessionKeyOf(req.by), `instance '${ctx.config.instance}' cannot act for instance '${req.by.instance}'`);
   }
-  const task = known ?? (await tasks.require(req.taskId, finishLookup(req)));
+  // From the version this process last saw when it has one (a stale one only costs a failed compare-and-set).
+  const task = known ?? tasks.lastKnown(req.taskId, finishLookup(req)) ?? (await tasks.require(req.taskId, finishLookup(req)));
   if (!sameSession(task.record.assignee, req.by)) throw new NotAssigneeError(req.taskId, sessionKeyOf(task.record.assignee), sessionKeyOf(req.by));
 
   // The one handoff rule, as for replies: tokens in a text result become the action, never text.
@@ -117,7 +118,6 @@ export async function finishTask(deps: FinishDeps, req: FinishRequest, hooks: Fi
     // A completion the requester's inbox could never take is refused before anything is decided.
     assertDeliverable(ctx, { ...task.record, state: req.state, ...(result !== undefined && { result }), ...(req.error !== undefined && { error: req.error }), ...(action !== undefined && { action }), ...(announceTarget !== undefined && { announceTarget }) });
   }
-
   const out = await decide(deps, { ...req, ...(result !== undefined && { result }), ...(action !== undefined && { action }) }, announceTarget, hooks, task);
   if (out.outcome === "finished") await deps.sessions.declareTask(req.by, req.state, req.taskId);
   return out;
@@ -131,6 +131,8 @@ async function decide(deps: FinishDeps, req: FinishRequest, announceTarget: Deli
     const current = read ?? (await tasks.require(req.taskId, finishLookup(req)));
     read = undefined;
     const r = current.record;
+    // A record re-read after a lost race may belong to another delegation under the same key now.
+    if (!sameSession(r.assignee, req.by)) throw new NotAssigneeError(req.taskId, sessionKeyOf(r.assignee), sessionKeyOf(req.by));
     if (TERMINAL_STATES.has(r.state)) {
       // Help a crashed finisher: the decision stands, the event may be missing.
       const notified = r.notified || (await notifyOrDefer(deps, current));

@@ -66,6 +66,11 @@ export interface TaskLookup {
 export class TaskRegistry {
   /** `<role>|<task id>` -> registry key, for tasks this process has seen (the key names both instances). */
   private readonly keyCache = new Map<string, string>();
+  /**
+   * The last version of each task this process read or wrote (bounded): a writer that starts from
+   * it saves a read, and a compare-and-set at a stale revision simply fails and re-reads.
+   */
+  private readonly lastSeen = new Map<string, StoredTask>();
 
   private constructor(
     private readonly names: Names,
@@ -105,7 +110,7 @@ export class TaskRegistry {
     const written = await this.store.create(key, record);
     if (!written) return undefined;
     this.remember(record, key);
-    return stored(written);
+    return this.seen(stored(written));
   }
 
   /**
@@ -135,7 +140,7 @@ export class TaskRegistry {
     if (read.status === "unreadable") throw new UnreadableRecordError(this.store.name, read.key, read.reason);
     if (read.status === "absent") return undefined;
     this.remember(read.value, read.key);
-    return stored(read);
+    return this.seen(stored(read));
   }
 
   private async findAssigned(taskId: string): Promise<StoreRead<TaskRecord>> {
@@ -184,7 +189,7 @@ export class TaskRegistry {
    */
   async replace(current: StoredTask, next: TaskRecord): Promise<StoredTask | undefined> {
     const written = await this.store.replace(current, next);
-    return written && stored(written);
+    return written && this.seen(stored(written));
   }
 
   /**
@@ -207,6 +212,7 @@ export class TaskRegistry {
 
   /** Delete a task at the revision read (a task whose creation could not be completed). */
   async remove(current: StoredTask): Promise<boolean> {
+    this.lastSeen.delete(current.key);
     this.keyCache.delete(`requester|${current.record.taskId}`);
     this.keyCache.delete(`assignee|${current.record.taskId}`);
     return this.store.delete(current.key, current.revision);
@@ -225,6 +231,22 @@ export class TaskRegistry {
   private remember(r: TaskRecord, key: string): void {
     if (r.requester.instance === this.self) this.cache(`requester|${r.taskId}`, key);
     if (r.assignee.instance === this.self) this.cache(`assignee|${r.taskId}`, key);
+  }
+
+  /**
+   * The task as this process last saw it, without a read (undefined when it has not seen it):
+   * for a writer that can start from a known revision (its compare-and-set re-reads if stale).
+   */
+  lastKnown(taskId: string, lookup: TaskLookup): StoredTask | undefined {
+    const role = lookup.as ?? "requester";
+    const key = lookup.peer !== undefined ? this.keyFor(role, lookup.peer, taskId) : this.keyCache.get(`${role}|${taskId}`);
+    return key === undefined ? undefined : this.lastSeen.get(key);
+  }
+
+  private seen(t: StoredTask): StoredTask {
+    if (this.lastSeen.size >= 10_000) this.lastSeen.clear();
+    this.lastSeen.set(t.key, t);
+    return t;
   }
 
   private cache(k: string, key: string): void {
