@@ -25,8 +25,7 @@ afterAll(async () => {
 
 const tool = (name: string) => meshTools.find((t) => t.name === name)!;
 
-async function threeGateways(): Promise<[Mesh, Mesh, Mesh]> {
-  const prefix = uniquePrefix();
+async function threeGateways(prefix = uniquePrefix()): Promise<[Mesh, Mesh, Mesh]> {
   const meshes = await Promise.all(["gw-a", "gw-b", "gw-c"].map((instance) => openMesh(server, { prefix, instance, channelPolicyFile: policyFile })));
   cleanups.push(() => Promise.all(meshes.map((m) => m.close())));
   return meshes as [Mesh, Mesh, Mesh];
@@ -113,6 +112,38 @@ describe("origin through three hops", () => {
   });
 });
 
+describe("origin across turns", () => {
+  it("keeps the user's conversation when the middle agent delegates in a later turn, after its gateway restarted", async () => {
+    const prefix = uniquePrefix();
+    const [ma, mb, mc] = await threeGateways(prefix);
+    const a = await ma.sessions.open("agent:main:telegram:direct:8035547811");
+    const c = await mc.sessions.open("agent:analyst:main");
+    cleanups.push(() => Promise.all([a.close(), c.close()]));
+    const origin = originFromHostContext(a.address, CASES[0]![2])!;
+    expect((await tool("mesh_delegate").execute({ sessionKey: "agent:planner:main", instance: "gw-b", message: "get the April numbers" }, { session: a, origin })).ok).toBe(true);
+
+    // Turn 1 of B: it takes the request and ends.
+    const b1 = await mb.sessions.open("agent:planner:main");
+    const taken = await b1.take();
+    await taken.confirm();
+    await b1.close();
+    await mb.close();
+
+    // Turn 2, in a restarted gateway: B's own context points at its own channel; the work keeps A's origin.
+    const mb2 = await openMesh(server, { prefix, instance: "gw-b", channelPolicyFile: policyFile });
+    cleanups.push(() => mb2.close());
+    const b2 = await mb2.sessions.open("agent:planner:main");
+    cleanups.push(() => b2.close());
+    const bOwn = originFromHostContext(b2.address, { deliveryContext: { channel: "discord", to: "channel:b-home" } });
+    expect((await tool("mesh_delegate").execute({ sessionKey: c.sessionKey, instance: "gw-c", message: "crunch them" }, { session: b2, ...(bOwn && { origin: bOwn }) })).ok).toBe(true);
+    const cBatch = await c.take();
+    await cBatch.confirm();
+    expect(cBatch.messages[0]!.envelope.origin).toEqual(origin);
+    await tool("mesh_complete").execute({ taskId: cBatch.messages[0]!.taskId!, status: "completed", result: "April: 412", action: "announce" }, { session: c });
+    expect(await deliverAnnounces(a)).toEqual([{ target: CASES[0]![3], text: "April: 412" }]);
+  });
+});
+
 describe("routing overrides", () => {
   it("lets an allowed override win over the inherited origin", async () => {
     const [ma, mb, mc] = await threeGateways();
@@ -123,6 +154,38 @@ describe("routing overrides", () => {
     await threeHops(a, CASES[0]![2], b, c, { result: "posted to ops", action: "announce", announceTarget: "telegram:-100777", announceThreadId: "12" });
     // Same platform: the conversation's bot account carries over to the new chat.
     expect(await deliverAnnounces(a)).toEqual([{ target: { channel: "telegram", to: "-100777", accountId: "bot-main", topicId: "12" }, text: "posted to ops" }]);
+  });
+
+  it("hands an override on another platform to a gateway that delivers there, and refuses one no gateway can deliver", async () => {
+    const prefix = uniquePrefix();
+    const [ma, mb, mc] = await threeGateways(prefix);
+    const ms = await openMesh(server, { prefix, instance: "gw-slack", channelPolicyFile: policyFile });
+    cleanups.push(() => ms.close());
+    await ms.channels.bind("slack:C0OPS1", "agent:ops:slack:channel:c0ops1");
+    const a = await ma.sessions.open("agent:main:telegram:direct:8035547811");
+    const b = await mb.sessions.open("agent:planner:main");
+    const c = await mc.sessions.open("agent:analyst:main");
+    const s = await ms.sessions.open("agent:ops:slack:channel:c0ops1");
+    cleanups.push(() => Promise.all([a.close(), b.close(), c.close(), s.close()]));
+    const { taskBC } = await threeHops(a, CASES[0]![2], b, c, { result: "posted to ops", action: "announce", announceTarget: "slack:C0OPS1" });
+    // The Slack-capable gateway posts it; the Telegram conversation's gateway gets no announce it could not deliver.
+    expect(await deliverAnnounces(s)).toEqual([{ target: { channel: "slack", to: "C0OPS1" }, text: "posted to ops" }]);
+    expect(await deliverAnnounces(a)).toEqual([]);
+    expect(await mc.tasks.get(taskBC)).toMatchObject({ announceVia: { instance: "gw-slack", agent: "ops" } });
+
+    // Another Slack chat: a gateway that delivers on Slack still takes it.
+    const b2 = await mb.sessions.open("agent:planner:second");
+    cleanups.push(() => b2.close());
+    const { done } = await threeHops(a, CASES[0]![2], b2, c, { result: "x", action: "announce", announceTarget: "slack:C0OPS2", announceThreadId: "1" });
+    expect(done).toMatchObject({ ok: true });
+    expect(await deliverAnnounces(s)).toEqual([{ target: { channel: "slack", to: "C0OPS2", threadId: "1" }, text: "x" }]);
+    // No gateway delivers on Slack any more: refused before anything is decided.
+    await ms.channels.unbind("slack:C0OPS1", "agent:ops:slack:channel:c0ops1");
+    const b3 = await mb.sessions.open("agent:planner:third");
+    cleanups.push(() => b3.close());
+    const refused = await threeHops(a, CASES[0]![2], b3, c, { result: "y", action: "announce", announceTarget: "slack:C0OPS3" });
+    expect(refused.done).toMatchObject({ ok: false, details: { error: "no_delivery_route" } });
+    expect((await mc.tasks.get(refused.taskBC))?.state).toBe("submitted");
   });
 
   it("refuses a forbidden override with a clear error and delivers nothing", async () => {

@@ -52,7 +52,7 @@ export class MeshCore {
 
   async finishDeps(): Promise<FinishDeps> {
     const s = await this.services();
-    return { ctx: this.ctx, tasks: s.tasks, sessions: s.sessions, notifier: this.notifier };
+    return { ctx: this.ctx, tasks: s.tasks, sessions: s.sessions, directory: s.directory, notifier: this.notifier };
   }
 
   async taskKeys(): Promise<TaskKeys> {

@@ -12,7 +12,10 @@
 import { sessionKeyOf, type SessionAddress } from "../address/index.js";
 import type { MeshContext } from "../mesh-context.js";
 import { KvStore, ensureBucket, type Stored } from "../topology/index.js";
-import { SessionRecordSchema, type Lifecycle, type SessionRecord, type TaskState, type TurnOutcome } from "../wire/index.js";
+import { SessionRecordSchema, TERMINAL_STATES, type Lifecycle, type SessionRecord, type TaskState, type TurnOutcome } from "../wire/index.js";
+
+/** Open tasks a session record keeps (the most recent). */
+const MAX_OPEN_TASKS = 16;
 import type { Watches } from "./watches.js";
 
 /** How OpenClaw's run outcomes map onto `lastTurn.outcome`. */
@@ -96,9 +99,21 @@ export class SessionRegistry {
     await this.change(session, (r, now) => ({ ...r, lastActivity: now, lastTurn: { outcome, at: now, ...(error !== undefined && { error: error.slice(0, 2000) }) } }));
   }
 
-  /** An explicit task-state declaration by the session (never inferred from a turn). */
+  /** An explicit task-state declaration by the session (never inferred from a turn). A finished task leaves `openTasks`. */
   async declareTask(session: SessionAddress, state: TaskState, taskId?: string): Promise<void> {
-    await this.change(session, (r, now) => ({ ...r, lastActivity: now, task: { state, at: now, ...(taskId !== undefined && { taskId }) } }));
+    await this.change(session, (r, now) => {
+      const open = TERMINAL_STATES.has(state) && taskId !== undefined ? r.openTasks?.filter((t) => t.taskId !== taskId) : r.openTasks;
+      const { openTasks: _o, ...rest } = r;
+      return { ...rest, ...(open?.length && { openTasks: open }), lastActivity: now, task: { state, at: now, ...(taskId !== undefined && { taskId }) } };
+    });
+  }
+
+  /** The session took a task's request: remember it (ids only) until the session finishes it. */
+  async taskTaken(session: SessionAddress, taskId: string, requester: string): Promise<void> {
+    await this.change(session, (r) => {
+      if (r.openTasks?.some((t) => t.taskId === taskId && t.requester === requester)) return undefined;
+      return { ...r, openTasks: [...(r.openTasks ?? []), { taskId, requester }].slice(-MAX_OPEN_TASKS) };
+    });
   }
 
   async bindChannel(session: SessionAddress, channel: string): Promise<void> {

@@ -151,9 +151,22 @@ export class MeshSession {
         // Task ids are scoped by requester: finishing it later reads one exact key.
         this.registry.noteAssigned(m.taskId, m.from.instance);
         if (m.envelope.origin) this.openTaskOrigins.set(m.taskId, m.envelope.origin);
+        // Remembered in the session's record, so work done in a later turn (or after a restart) keeps the task's origin.
+        await this.services.sessions.taskTaken(this.address, m.taskId, m.from.instance).catch((err: unknown) => this.ctx.logger.warn({ err, taskId: m.taskId }, "could not record the task the session took; a later turn may not inherit its origin"));
       }
     }
     return batch;
+  }
+
+  /**
+   * The origin of the one task this session took in an earlier turn and has not finished (from
+   * its registry record), if there is exactly one.
+   */
+  private async originOfOpenTask(): Promise<Origin | undefined> {
+    const open = (await this.services.sessions.get(this.address))?.openTasks ?? [];
+    if (open.length !== 1) return undefined;
+    const task = await this.registry.get(open[0]!.taskId, { as: "assignee", peer: open[0]!.requester }).catch(() => undefined);
+    return task && !TERMINAL_STATES.has(task.record.state) ? task.record.origin : undefined;
   }
 
   /**
@@ -170,6 +183,8 @@ export class MeshSession {
       origin = parent.record.origin;
     } else if (this.openTaskOrigins.size === 1) {
       origin = [...this.openTaskOrigins.values()][0];
+    } else if (this.openTaskOrigins.size === 0) {
+      origin = await this.originOfOpenTask();
     }
     origin ??= opts.origin;
     if (opts.announceTarget === undefined && opts.announceThreadId === undefined) return origin;
@@ -427,7 +442,7 @@ export class MeshSession {
     input: { taskId: string; state: FinishState; result?: JsonBody; error?: string; action?: Action; requester?: string } & RouteOverrides,
     hooks?: FinishHooks,
   ): Promise<FinishOutcome> {
-    const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions, notifier: this.services.notifier }, { ...input, by: this.address }, hooks);
+    const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions, directory: this.services.directory, notifier: this.services.notifier }, { ...input, by: this.address }, hooks);
     this.openTaskOrigins.delete(input.taskId);
     return out;
   }

@@ -24,11 +24,11 @@
  * that could never be delivered (bigger than the mesh's message limit) is refused before step 1.
  */
 import type { SessionAddress } from "../address/index.js";
-import { sameSession, sessionKeyOf } from "../address/index.js";
+import { parseSessionKey, sameSession, sessionKeyOf } from "../address/index.js";
 import { InvalidAddressError, MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { sendEnvelope, type SendEnvelopeOptions } from "../inbox/index.js";
-import type { SessionRegistry } from "../registry/index.js";
+import type { Directory, SessionRegistry } from "../registry/index.js";
 import { Kinds, ReservedIds, TERMINAL_STATES, createEnvelope, encodeEnvelope, type Action, type AnnounceBody, type DeliveryTarget, type Envelope, type TaskCompleteBody, type TaskRecord, type TaskState } from "../wire/index.js";
 import { resolveDeliveryTarget, resolveHandoff, targetOf, type RouteOverrides } from "../handoff/index.js";
 import type { StoredTask, TaskLookup, TaskRegistry } from "./registry.js";
@@ -86,6 +86,8 @@ export interface FinishDeps {
   readonly ctx: MeshContext;
   readonly tasks: TaskRegistry;
   readonly sessions: SessionRegistry;
+  /** Where an announce on another platform than the conversation's finds a gateway that delivers there. */
+  readonly directory: Directory;
   readonly notifier: DeferredNotifications;
 }
 
@@ -114,17 +116,18 @@ export async function finishTask(deps: FinishDeps, req: FinishRequest, hooks: Fi
   }
   const overridden = req.announceTarget !== undefined || req.announceThreadId !== undefined;
   const announceTarget = overridden ? resolveDeliveryTarget(task.record.origin, req, ctx.channelPolicy) : undefined;
+  const announceVia = announceTarget && (await deliveringSession(deps.directory, task.record, announceTarget));
   if (!TERMINAL_STATES.has(task.record.state)) {
     // A completion the requester's inbox could never take is refused before anything is decided.
-    assertDeliverable(ctx, { ...task.record, state: req.state, ...(result !== undefined && { result }), ...(req.error !== undefined && { error: req.error }), ...(action !== undefined && { action }), ...(announceTarget !== undefined && { announceTarget }) });
+    assertDeliverable(ctx, { ...task.record, state: req.state, ...(result !== undefined && { result }), ...(req.error !== undefined && { error: req.error }), ...(action !== undefined && { action }), ...(announceTarget !== undefined && { announceTarget }), ...(announceVia && { announceVia }) });
   }
-  const out = await decide(deps, { ...req, ...(result !== undefined && { result }), ...(action !== undefined && { action }) }, announceTarget, hooks, task);
+  const out = await decide(deps, { ...req, ...(result !== undefined && { result }), ...(action !== undefined && { action }) }, announceTarget && { announceTarget, ...(announceVia && { announceVia }) }, hooks, task);
   if (out.outcome === "finished") await deps.sessions.declareTask(req.by, req.state, req.taskId);
   return out;
 }
 
 /** Step 1 (the decision), then step 2 (the notification). */
-async function decide(deps: FinishDeps, req: FinishRequest, announceTarget: DeliveryTarget | undefined, hooks: FinishHooks, known: StoredTask): Promise<FinishOutcome> {
+async function decide(deps: FinishDeps, req: FinishRequest, route: Pick<TaskRecord, "announceTarget" | "announceVia"> | undefined, hooks: FinishHooks, known: StoredTask): Promise<FinishOutcome> {
   const { tasks } = deps;
   let read: StoredTask | undefined = known;
   for (;;) {
@@ -145,7 +148,7 @@ async function decide(deps: FinishDeps, req: FinishRequest, announceTarget: Deli
       ...(req.result !== undefined && { result: req.result }),
       ...(req.error !== undefined && { error: req.error }),
       ...(req.action !== undefined && { action: req.action }),
-      ...(announceTarget !== undefined && { announceTarget }),
+      ...route,
       finishedBy: sessionKeyOf(req.by),
       updatedAt: new Date().toISOString(),
       notified: false,
@@ -242,13 +245,36 @@ function announceEnvelope(ctx: MeshContext, r: TaskRecord, warn: boolean): Envel
     id: ReservedIds.announce(r.taskId),
     kind: Kinds.announce,
     from: r.assignee,
-    to: r.origin?.session ?? r.requester,
+    to: r.announceVia ?? r.origin?.session ?? r.requester,
     taskId: r.taskId,
     ...(r.origin && { origin: r.origin }),
     action: "announce",
     body,
     sentAt: r.updatedAt,
   });
+}
+
+/**
+ * The session whose gateway delivers an announce on `target`'s platform when that is not the
+ * conversation's own platform: a session bound to the target chat itself, else one bound to any
+ * chat of that platform (undefined for the conversation's own platform: its session delivers).
+ * Throws NoDeliveryRouteError when no gateway in the mesh delivers on that platform.
+ */
+async function deliveringSession(directory: Directory, r: TaskRecord, target: DeliveryTarget): Promise<SessionAddress | undefined> {
+  if (r.origin?.channel === target.channel) return undefined;
+  const exact = await directory.lookup(`${target.channel}:${target.to}`).catch(() => []);
+  const candidates = exact.length > 0 ? exact : (await directory.list()).filter((e) => e.channel.startsWith(`${target.channel}:`));
+  const chosen = [...candidates].sort((x, y) => `${x.instance}/${x.sessionKey}`.localeCompare(`${y.instance}/${y.sessionKey}`))[0];
+  if (!chosen) throw new NoDeliveryRouteError(`${target.channel}:${target.to}`, target.channel);
+  const { run: _run, ...session } = parseSessionKey(chosen.sessionKey, chosen.instance);
+  return session;
+}
+
+/** An announce for a platform no gateway of the mesh delivers on. */
+export class NoDeliveryRouteError extends MeshError {
+  constructor(target: string, platform: string) {
+    super("no_delivery_route", `announcing to ${target} is not possible: no gateway of the mesh delivers on ${platform} (no session is bound to a ${platform}: channel). Nothing was sent; omit announceTarget to answer where the conversation lives.`);
+  }
 }
 
 function bodyText(v: unknown): string {

@@ -77,6 +77,8 @@ export const TaskRecordSchema = z.looseObject({
   action: ActionSchema.optional(),
   /** The resolved announce target when it differs from the origin (an allowed override). */
   announceTarget: DeliveryTargetSchema.optional(),
+  /** For an override on another platform: the session of a gateway that delivers there (it gets the announce). */
+  announceVia: RecordAddressSchema.optional(),
 });
 export type TaskRecord = z.output<typeof TaskRecordSchema>;
 
@@ -137,6 +139,11 @@ export const SessionRecordSchema = z.looseObject({
   lastActivity: z.iso.datetime(),
   /** For closed sessions: the "closed" watches have fired. */
   closeNotified: z.boolean().optional(),
+  /**
+   * Tasks this session took and has not finished (ids and requesters only, most recent last,
+   * bounded): work it does in a later turn, or after a restart, keeps that task's origin.
+   */
+  openTasks: z.array(z.object({ taskId: z.string(), requester: z.string() })).max(16).optional(),
 });
 export type SessionRecord = z.output<typeof SessionRecordSchema>;
 
