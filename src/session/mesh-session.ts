@@ -114,6 +114,8 @@ export class MeshSession {
   private readonly running = new AbortController();
   /** Origins of task requests this run has taken and not finished: what its delegations inherit. */
   private readonly openTaskOrigins = new Map<string, Origin>();
+  /** Writes of taken tasks into the session record still under way (finishing one waits for its write). */
+  private readonly takenTasks = new Map<string, Promise<unknown>>();
   /** Senders of messages this run surfaced, so a reply can name just the message it answers. */
   private readonly recentSenders = new Map<string, Envelope["from"]>();
 
@@ -151,8 +153,14 @@ export class MeshSession {
         // Task ids are scoped by requester: finishing it later reads one exact key.
         this.registry.noteAssigned(m.taskId, m.from.instance);
         if (m.envelope.origin) this.openTaskOrigins.set(m.taskId, m.envelope.origin);
-        // Remembered in the session's record, so work done in a later turn (or after a restart) keeps the task's origin.
-        await this.services.sessions.taskTaken(this.address, m.taskId, m.from.instance).catch((err: unknown) => this.ctx.logger.warn({ err, taskId: m.taskId }, "could not record the task the session took; a later turn may not inherit its origin"));
+        // Remembered in the session's record, so work done in a later turn (or after a restart)
+        // keeps the task's origin. Off the take's path: finishing the task and closing the run wait for it.
+        const taskId = m.taskId;
+        const noted = this.services.sessions
+          .taskTaken(this.address, taskId, m.from.instance)
+          .catch((err: unknown) => this.ctx.logger.warn({ err, taskId }, "could not record the task the session took; a later turn may not inherit its origin"))
+          .finally(() => this.takenTasks.delete(taskId));
+        this.takenTasks.set(taskId, noted);
       }
     }
     return batch;
@@ -442,6 +450,7 @@ export class MeshSession {
     input: { taskId: string; state: FinishState; result?: JsonBody; error?: string; action?: Action; requester?: string } & RouteOverrides,
     hooks?: FinishHooks,
   ): Promise<FinishOutcome> {
+    await this.takenTasks.get(input.taskId);
     const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions, directory: this.services.directory, notifier: this.services.notifier }, { ...input, by: this.address }, hooks);
     this.openTaskOrigins.delete(input.taskId);
     return out;
@@ -474,6 +483,7 @@ export class MeshSession {
     if (!this.inbox.isOpen) return;
     this.running.abort();
     this.watcher.stop();
+    await Promise.all(this.takenTasks.values());
     await this.inbox.close();
     await this.services.sessions.runEnded(this.address, turn).catch((err: unknown) => this.ctx.logger.warn({ err, session: this.sessionKey }, "could not record the run's end"));
   }
