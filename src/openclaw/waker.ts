@@ -138,6 +138,7 @@ export class Waker {
   }
 
   private later(s: SessionState, ms: number, retryOnTurnEnd: boolean): void {
+    if (this.stopped) return;
     if (s.timer) clearTimeout(s.timer);
     s.retryOnTurnEnd = retryOnTurnEnd;
     s.timer = setTimeout(() => {
@@ -207,6 +208,7 @@ export class Waker {
   }
 
   private settle(s: SessionState, head: number, outcome: WakeOutcome): void {
+    if (this.stopped) return;
     switch (outcome.kind) {
       case "ran":
       case "requested":
@@ -229,6 +231,8 @@ export class Waker {
   }
 
   private miss(s: SessionState, why: string, retryAtMs: number | undefined, passing: boolean): void {
+    // A look cut short by the gateway stopping is no failure worth a line.
+    if (this.stopped) return;
     s.misses++;
     const ms = retryAtMs !== undefined ? Math.max(this.timing.retryMinMs, retryAtMs - Date.now()) : this.delay(s.misses);
     if (passing) this.deps.logger.debug?.(`clawmesh: waking ${s.key} later: ${why}`);
