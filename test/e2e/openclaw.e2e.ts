@@ -296,6 +296,35 @@ describe("clawmesh in real OpenClaw gateways", () => {
     expect(gwA.wakesOf(key)).toBe(1);
   });
 
+  it("crash: gateway SIGKILLed while the model holds the request carrying a message; after restart the next turn shows it", async () => {
+    const key = "agent:main:main:thread:crash";
+    const held = new Latch();
+    const release = new Latch();
+    let calls = 0;
+    // The woken turn's prompt shows the message's body, which names this script.
+    model.define("hold", async () => {
+      if (++calls === 1) {
+        held.open();
+        await release.opened;
+      }
+      return { text: "noted" };
+    });
+    const other = await asInstance("gw-b");
+    const sent = await other.send({ from: "agent:helper:main", to: { sessionKey: key, instance: "gw-a" }, body: "crash news SCRIPT=hold" });
+    await other.close();
+    const carries = (r: ModelRequest) => injected(r).includes(`[mesh id=${sent.id}]`);
+    await held.opened;
+    const t = Date.now();
+    await gwA.kill();
+    release.open();
+    await gwA.relaunch();
+    // Nothing was confirmed: the message is pending again, wakes the session, and is shown again.
+    await model.waitFor((r) => carries(r) && model.requests.filter(carries).indexOf(r) === 1);
+    timings.push(`SIGKILL to the message shown again ${Date.now() - t} ms`);
+    await gwA.turn(key, "after the crash SCRIPT=plain");
+    expect(model.requests.filter(carries)).toHaveLength(2);
+  });
+
   it("gives the model a clear error when NATS is down, and the gateway stays healthy", async () => {
     model.define("down", (req, step) => {
       if (step === 0) return { calls: [{ name: "mesh_send", args: { agentId: "main", instance: "gw-b", message: "anyone?" } }] };
