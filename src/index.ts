@@ -16,7 +16,7 @@ export { MeshAuthSchema, type MeshAuth } from "./transport/credentials.js";
 
 // Sessions, their runs and inboxes.
 export { MeshSession, type SendOptions, type SendOutcome, type DelegateOptions, type DelegateOutcome, type DelegateHooks, type DelegateStep, type JsonBody } from "./session/index.js";
-export type { Inbox, InboxBatch, InboxMessage, InboxOptions, TakeOptions, ParkedMessage, ParkedDetail, ParkReason, Delivered, PendingMessage, PendingSummary, RedirectOptions, RedirectResult, RedirectedMessage, Tail, TailEvent } from "./inbox/index.js";
+export type { Inbox, InboxBatch, InboxMessage, InboxOptions, TakeOptions, ParkedMessage, ParkedDetail, ParkReason, Delivered, PendingMessage, PendingSummary, RedirectOptions, RedirectResult, RedirectedMessage, Tail, TailEvent, Arrival, Arrivals } from "./inbox/index.js";
 export { parseSessionKey, sessionKeyOf, originalKeyOf, describeAddress, type SessionAddress } from "./address/index.js";
 export type { SessionFilter, WatchTarget } from "./registry/index.js";
 

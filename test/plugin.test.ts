@@ -6,7 +6,10 @@ import { MeshMisconfiguredError, MeshRuntime, MeshUnavailableError } from "../sr
 import { InvalidAddressError, SendFailedError, TopologyConflictError, ValidationError } from "../src/errors.js";
 import { NotProvisionedError } from "../src/topology/index.js";
 import { PluginConfigSchema, pluginConfigJsonSchema } from "../src/openclaw/config.js";
-import type { HookHandlers, HostTool, PluginApi, ToolFactoryContext } from "../src/openclaw/host-types.js";
+import type { HeartbeatRunResult, HookHandlers, HostSystem, HostTool, PluginApi, ToolFactoryContext } from "../src/openclaw/host-types.js";
+import { Waker } from "../src/openclaw/waker.js";
+import type { WakeOutcome } from "../src/openclaw/wake-seam.js";
+import { Latch } from "./harness/agents.js";
 import { meshTools, type Mesh } from "../src/index.js";
 import { startTestServer, type TestServer } from "./harness/server.js";
 import { inspect, openMesh, uniquePrefix, removeTestStreams } from "./harness/mesh.js";
@@ -45,7 +48,7 @@ function runToolCallGate(handlers: readonly Handler[]): BeforeToolCall {
 function fakeApi(
   pluginConfig: Record<string, unknown>,
   registrationMode: PluginApi["registrationMode"] = "full",
-  host: { transcripts?: Record<string, unknown[]> } = {},
+  host: { transcripts?: Record<string, unknown[]>; system?: HostSystem } = {},
 ) {
   const tools = new Map<string, (ctx: ToolFactoryContext) => HostTool | null>();
   const hooks = new Map<string, Handler[]>();
@@ -63,9 +66,10 @@ function fakeApi(
   const api: PluginApi = {
     registrationMode,
     pluginConfig,
-    logger: { info: (m) => log(`info ${m}`), warn: (m) => log(`warn ${m}`), error: (m) => log(`error ${m}`) },
+    logger: { debug: (m) => log(`debug ${m}`), info: (m) => log(`info ${m}`), warn: (m) => log(`warn ${m}`), error: (m) => log(`error ${m}`) },
     runtime: {
       subagent: { getSessionMessages: async ({ sessionKey }) => ({ messages: host.transcripts?.[sessionKey] ?? [] }) },
+      ...(host.system && { system: host.system }),
     },
     registerTool: (factory, opts) => tools.set(opts.name, factory),
     registerService: (s) => services.push(s),
@@ -91,13 +95,82 @@ function fakeApi(
       if (seen !== undefined) resolve(seen);
       else logWaiters.push({ pattern, resolve });
     });
+  /** Resolves once `times` log lines (already written or still to come) match. */
+  const loggedTimes = (pattern: RegExp, times: number) =>
+    new Promise<void>((resolve) => {
+      let seen = logs.filter((l) => pattern.test(l)).length;
+      if (seen >= times) return resolve();
+      const watch = () =>
+        logWaiters.push({
+          pattern,
+          resolve: () => {
+            if (++seen >= times) resolve();
+            else watch();
+          },
+        });
+      watch();
+    });
   /** A tool of the turn returned `text`: what the model's next request sees as its result. */
   const toolResult = async (sessionKey: string, text: string) => {
     if (toolResultMiddleware.length !== 1) throw new Error(`expected one tool-result middleware, found ${toolResultMiddleware.length}`);
     const out = await toolResultMiddleware[0]!({ toolName: "read", result: { content: [{ type: "text", text }] } }, { sessionKey });
     return (out?.result.content ?? [{ type: "text", text }]).map((c) => c.text ?? "").join("\n");
   };
-  return { api, tools, hooks, hook, services, logs, logged, toolResult };
+  return { api, tools, hooks, hook, services, logs, logged, loggedTimes, toolResult };
+}
+
+type RunHeartbeatOnce = NonNullable<HostSystem["runHeartbeatOnce"]>;
+
+/**
+ * OpenClaw's heartbeat as the plugin meets it (openclaw 2026.9.x, heartbeat-runner-run): while a
+ * run of the agent is active `runHeartbeatOnce` declines (`requests-in-flight`); otherwise it runs
+ * one turn in the session (prompt build, one model call, the turn's end) and resolves after it.
+ */
+function fakeHeartbeats() {
+  const calls: Parameters<RunHeartbeatOnce>[0][] = [];
+  const turns: { sessionKey: string; block: string | undefined }[] = [];
+  const turnWaiters: ((t: { sessionKey: string; block: string | undefined }) => void)[] = [];
+  /** Agents with a run OpenClaw counts as active (a test's own turns add theirs). */
+  const activeAgents = new Set<string>();
+  let hook: ReturnType<typeof fakeApi>["hook"] | undefined;
+  let hold: Latch | undefined;
+  const entered = new Latch();
+  let runs = 0;
+  const runHeartbeatOnce: RunHeartbeatOnce = async (opts) => {
+    calls.push(opts);
+    const agentId = opts.agentId!;
+    const sessionKey = opts.sessionKey!;
+    if (activeAgents.has(agentId)) return { status: "skipped", reason: "requests-in-flight" } satisfies HeartbeatRunResult;
+    activeAgents.add(agentId);
+    try {
+      entered.open();
+      await hold?.opened;
+      const runId = `hb-${++runs}`;
+      const ctx = { runId, sessionKey, agentId };
+      const built = await hook!("before_prompt_build")({ prompt: "heartbeat" }, ctx);
+      const turn = { sessionKey, block: built?.prependContext };
+      turns.push(turn);
+      turnWaiters.shift()?.(turn);
+      await hook!("model_call_started")({ runId, callId: `${runId}-c`, sessionKey }, ctx);
+      await hook!("model_call_ended")({ runId, callId: `${runId}-c`, sessionKey, outcome: "completed" }, ctx);
+      await hook!("agent_end")({ success: true }, ctx);
+      return { status: "ran", durationMs: 1 };
+    } finally {
+      activeAgents.delete(agentId);
+    }
+  };
+  return {
+    system: { runHeartbeatOnce } satisfies HostSystem,
+    calls,
+    turns,
+    activeAgents,
+    /** Opens when a heartbeat turn has started (and, if held, waits for the test). */
+    entered,
+    attach: (f: ReturnType<typeof fakeApi>) => (hook = f.hook),
+    /** Hold every heartbeat turn before its prompt is built until `latch` opens. */
+    holdUntil: (latch: Latch) => (hold = latch),
+    nextTurn: () => new Promise<{ sessionKey: string; block: string | undefined }>((resolve) => turnWaiters.push(resolve)),
+  };
 }
 
 describe("OpenClaw plugin", () => {
@@ -268,6 +341,180 @@ describe("OpenClaw plugin", () => {
       const next = await again.hook("before_prompt_build")({}, { runId: "r2", sessionKey: key });
       expect(next?.prependContext).toContain("ping once");
       await restarted.stop();
+    });
+  });
+
+  describe("wake on delivery", () => {
+    const setup = async (config: Record<string, unknown> = {}) => {
+      const prefix = uniquePrefix();
+      const hb = fakeHeartbeats();
+      const f = fakeApi({ instance: "gw1", servers: server.url, prefix, ...config }, "full", { system: hb.system });
+      hb.attach(f);
+      const runtime = registerClawmesh(f.api)!;
+      await f.services[0]!.start({});
+      const other: Mesh = await openMesh(server, { prefix, instance: "gw2" });
+      const done = async () => {
+        await other.close();
+        await runtime.stop();
+      };
+      return { prefix, hb, f, runtime, other, done };
+    };
+    const modelCall = async (f: ReturnType<typeof fakeApi>, runId: string, sessionKey: string) => {
+      await f.hook("model_call_started")({ runId, callId: `${runId}-c`, sessionKey }, { runId, sessionKey });
+      await f.hook("model_call_ended")({ runId, callId: `${runId}-c`, sessionKey, outcome: "completed" }, { runId, sessionKey });
+    };
+
+    it("starts one turn for an idle session when its task completes, with no channel route, and shows the result there once", async () => {
+      const { hb, f, runtime, other, done } = await setup();
+      await f.logged(/^info clawmesh: sessions that are not running a turn are woken when task.complete, watch.event, reply, msg arrives \(runHeartbeatOnce\)/);
+      const key = "agent:main:cron:billing";
+      // The session delegates in a turn of its own; its end wakes nothing (nothing is pending).
+      await f.hook("before_prompt_build")({}, { runId: "u1", sessionKey: `${key}:run:r1` });
+      const delegate = f.tools.get("mesh_delegate")!({ agentId: "main", sessionKey: `${key}:run:r1` })!;
+      const out = await delegate.execute("c1", { sessionKey: "agent:ops:main", instance: "gw2", message: "occupancy for April" });
+      const { taskId } = (out.details as { clawmesh: { taskId: string } }).clawmesh;
+      await f.hook("agent_end")({ success: true }, { runId: "u1", sessionKey: `${key}:run:r1` });
+      await runtime.wakesSettled();
+      expect(hb.calls).toEqual([]);
+
+      const woken = hb.nextTurn();
+      await other.tasks.finish({ taskId, by: { sessionKey: "agent:ops:main", instance: "gw2" }, state: "completed", result: "occupancy 97%" });
+      const turn = await woken;
+      expect(turn.sessionKey).toBe(key);
+      expect(turn.block?.split("occupancy 97%")).toHaveLength(2);
+      await runtime.wakesSettled();
+      // The run's key folds into its job's session: that is the one woken, internally (no channel needed).
+      expect(hb.calls).toEqual([{ reason: "clawmesh:delivery", agentId: "main", sessionKey: key, heartbeat: { target: "none" } }]);
+      expect(await f.hook("before_prompt_build")({}, { runId: "u2", sessionKey: `${key}:run:r2` })).toBeUndefined();
+      await done();
+    });
+
+    it("coalesces a burst of 10 arrivals into one wake, from one consumer for the whole gateway", async () => {
+      const { prefix, hb, f, runtime, other, done } = await setup();
+      const key = "agent:main:telegram:direct:1002";
+      const hold = new Latch();
+      hb.holdUntil(hold);
+      const woken = hb.nextTurn();
+      const sent = await Promise.all(Array.from({ length: 10 }, (_, i) => other.send({ from: "agent:ops:main", to: { sessionKey: key, instance: "gw1" }, body: `news ${i}` })));
+      await f.loggedTimes(/^debug clawmesh: msg arrived for agent:main:telegram:direct:1002$/, 10);
+      await hb.entered.opened;
+      // Learnt from the gateway's one arrivals consumer: none per message, none per session yet.
+      const ins = await inspect(server, prefix);
+      expect((await ins.jsm.consumers.list(ins.names.inboxStream("gw1")).next()).length).toBe(1);
+      hold.open();
+      const turn = await woken;
+      for (const m of sent) expect(turn.block).toContain(`[mesh id=${m.id}]`);
+      await runtime.wakesSettled();
+      expect(hb.calls).toHaveLength(1);
+      expect(hb.turns).toHaveLength(1);
+      await done();
+    });
+
+    it("never starts a turn beside a running one: the running turn shows the arrival mid-turn, and its end wakes nothing", async () => {
+      const { hb, f, runtime, other, done } = await setup();
+      const key = "agent:main:main";
+      hb.activeAgents.add("main");
+      expect(await f.hook("before_prompt_build")({}, { runId: "u1", sessionKey: key })).toBeUndefined();
+      await other.send({ from: "agent:ops:main", to: { sessionKey: key, instance: "gw1" }, body: "mid-turn news" });
+      await f.logged(/^debug clawmesh: agent:main:main is running a turn: no wake/);
+      expect(await f.toolResult(key, "status ok")).toContain("mid-turn news");
+      await modelCall(f, "u1", key);
+      hb.activeAgents.delete("main");
+      await f.hook("agent_end")({ success: true }, { runId: "u1", sessionKey: key });
+      await runtime.wakesSettled();
+      expect(hb.calls).toEqual([]);
+      await done();
+    });
+
+    it("wakes another session of a busy agent once the agent's running turn has ended", async () => {
+      const { hb, f, runtime, other, done } = await setup();
+      const busyKey = "agent:main:main";
+      const idleKey = "agent:main:telegram:direct:7";
+      hb.activeAgents.add("main");
+      await f.hook("before_prompt_build")({}, { runId: "u1", sessionKey: busyKey });
+      const woken = hb.nextTurn();
+      await other.send({ from: "agent:ops:main", to: { sessionKey: idleKey, instance: "gw1" }, body: "for the idle one" });
+      await f.logged(/^debug clawmesh: waking agent:main:telegram:direct:7 later: OpenClaw declined the turn \(requests-in-flight\)/);
+      await modelCall(f, "u1", busyKey);
+      hb.activeAgents.delete("main");
+      await f.hook("agent_end")({ success: true }, { runId: "u1", sessionKey: busyKey });
+      const turn = await woken;
+      expect(turn).toMatchObject({ sessionKey: idleKey });
+      expect(turn.block).toContain("for the idle one");
+      await runtime.wakesSettled();
+      expect(hb.calls.map((c) => c.sessionKey)).toEqual([idleKey, idleKey]);
+      await done();
+    });
+
+    it("wakes, at start, the sessions whose messages arrived while the gateway was down", async () => {
+      const prefix = uniquePrefix();
+      const key = "agent:main:telegram:direct:9";
+      // The instance exists (its gateway ran once) and its gateway is down when the message is stored.
+      const before = fakeApi({ instance: "gw1", servers: server.url, prefix });
+      const first = registerClawmesh(before.api)!;
+      await before.services[0]!.start({});
+      await first.stop();
+      const other: Mesh = await openMesh(server, { prefix, instance: "gw2" });
+      const stored = await other.send({ from: "agent:ops:main", to: { sessionKey: key, instance: "gw1" }, body: "while you were away" });
+      await other.close();
+      const hb = fakeHeartbeats();
+      const f = fakeApi({ instance: "gw1", servers: server.url, prefix }, "full", { system: hb.system });
+      hb.attach(f);
+      const woken = hb.nextTurn();
+      const runtime = registerClawmesh(f.api)!;
+      await f.services[0]!.start({});
+      const turn = await woken;
+      expect(turn.sessionKey).toBe(key);
+      expect(turn.block).toContain(`[mesh id=${stored.id}]`);
+      await runtime.wakesSettled();
+      expect(hb.calls).toHaveLength(1);
+      await runtime.stop();
+    });
+
+    it("says clearly when the host cannot start a turn, and follows nothing when waking is off", async () => {
+      const prefix = uniquePrefix();
+      const bare = fakeApi({ instance: "gw1", servers: server.url, prefix });
+      const runtime = registerClawmesh(bare.api)!;
+      await bare.services[0]!.start({});
+      await bare.logged(/^warn clawmesh: this OpenClaw offers no api.runtime.system.runHeartbeatOnce or requestHeartbeat, so sessions .* are not woken/);
+      await runtime.stop();
+
+      const hb = fakeHeartbeats();
+      const off = fakeApi({ instance: "gw1", servers: server.url, prefix: uniquePrefix(), wakeOn: "off" }, "full", { system: hb.system });
+      const quiet = registerClawmesh(off.api)!;
+      await off.services[0]!.start({});
+      const ins = await inspect(server, quiet.config.prefix!);
+      expect((await ins.jsm.consumers.list(ins.names.inboxStream("gw1")).next()).length).toBe(0);
+      expect(off.logs.filter((l) => l.includes("woken"))).toEqual([]);
+      await quiet.stop();
+      expect(() => PluginConfigSchema.parse({ instance: "gw1", wakeOn: [] })).toThrow();
+      expect(() => PluginConfigSchema.parse({ instance: "gw1", wakeOn: ["Task Complete"] })).toThrow(/message kind/);
+    });
+
+    it("gives up on a session whose wakes never show its first pending message, until something new arrives", async () => {
+      const logs: string[] = [];
+      const gaveUp = new Latch();
+      let wakes = 0;
+      const waker = new Waker({
+        seam: { available: true, wake: async (): Promise<WakeOutcome> => (wakes++, { kind: "ran" }) },
+        isRunning: () => false,
+        // The host's turn never builds a prompt for this session (an isolated heartbeat session, say).
+        firstPending: async () => 7,
+        logger: { info: () => undefined, warn: (m) => (logs.push(m), gaveUp.open()), error: () => undefined },
+        timing: { coalesceMs: 1, retryMinMs: 5 },
+      });
+      const session = { instance: "gw1", agent: "main", channel: "main", session: "" };
+      waker.arrived(session);
+      await gaveUp.opened;
+      await waker.whenIdle();
+      expect(wakes).toBe(3);
+      expect(logs).toEqual([expect.stringMatching(/^clawmesh: woke agent:main:main 3 times but its first pending message \(stream sequence 7\) was not shown/)]);
+      // Something new arrived: it is tried again, as many times.
+      waker.arrived(session);
+      await waker.whenIdle();
+      expect(wakes).toBe(6);
+      expect(logs).toHaveLength(2);
+      waker.stop();
     });
   });
 

@@ -1,6 +1,6 @@
 /** `mesh.sessions`: open a session's run or inbox, and the session registry. */
 import type { SessionAddress } from "../address/index.js";
-import { Inbox, SessionWatcher, inboxInstances, readPending, redirectPending, sessionsWithStored, summarizePending, tailInboxes, type Tail, type TailEvent, type InboxOptions, type PendingMessage, type PendingSummary, type RedirectOptions, type RedirectResult } from "../inbox/index.js";
+import { Inbox, SessionWatcher, followArrivals, inboxInstances, readPending, redirectPending, sessionsWithStored, summarizePending, tailInboxes, type Tail, type TailEvent, type InboxOptions, type PendingMessage, type PendingSummary, type RedirectOptions, type RedirectResult, type Arrival, type Arrivals } from "../inbox/index.js";
 import { MeshError } from "../errors.js";
 import { sessionKeyOf } from "../address/index.js";
 import type { SessionFilter } from "../registry/index.js";
@@ -75,6 +75,16 @@ export class SessionsClient {
   tail(scope: { readonly instance?: string; readonly session?: SessionRef }, onEvent: (e: TailEvent) => void): Tail {
     const session = scope.session === undefined ? undefined : this.core.address(scope.session);
     return tailInboxes(this.core.ctx, { instance: session?.instance ?? scope.instance ?? this.core.instance, ...(session && { session }) }, onEvent);
+  }
+
+  /**
+   * Follow what is stored for the sessions of this instance from now on: one long-lived ordered
+   * consumer on its inbox stream, headers only (session, kind and sender come from the subject).
+   * For hosts that start turns for idle sessions; after a lost connection, what was stored
+   * meanwhile is delivered once the feed is back.
+   */
+  async arrivals(listener: (a: Arrival) => void): Promise<Arrivals> {
+    return followArrivals(this.core.ctx, this.core.instance, listener);
   }
 
   /** Instances with an inbox on this mesh (as far as this connection may list streams). */

@@ -312,7 +312,7 @@ export class Inbox {
     }
     const key = surfacingKey(subject.fromInstance, env.id);
     if (this.seen.has(subject.fromInstance, env.id) || batchIds.has(key)) return { skip: true };
-    if (silentHandoff(env)) return { silent: key };
+    if (isSilentHandoff(env)) return { silent: key };
     return {
       show: {
         id: env.id,
@@ -385,7 +385,7 @@ class HeldBatch implements InboxBatch {
 }
 
 /** A reply or completion whose action is `skip` (its sender's, or what a legacy reply's text says): nobody is told. */
-function silentHandoff(env: Envelope): boolean {
+export function isSilentHandoff(env: Envelope): boolean {
   if (env.kind === Kinds.taskComplete) return env.action === "skip";
   if (env.kind === Kinds.reply) return receivedReply(env.body, env.action).action === "skip";
   return false;

@@ -4,5 +4,7 @@ export * from "./parked.js";
 export * from "./seen-log.js";
 export * from "./session-consumer.js";
 export * from "./outbox.js";
+export * from "./follower.js";
 export * from "./watcher.js";
+export * from "./arrivals.js";
 export * from "./peek.js";

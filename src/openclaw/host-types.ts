@@ -106,6 +106,27 @@ export interface ToolResultMiddlewareEvent {
   readonly result: { content: { type: string; text?: string }[]; details?: unknown };
 }
 
+/** How one heartbeat cycle went (`HeartbeatRunResult`, src/infra/heartbeat-wake-contracts.ts). */
+export type HeartbeatRunResult =
+  | { readonly status: "ran"; readonly durationMs?: number }
+  | { readonly status: "skipped"; readonly reason: string; readonly retryAtMs?: number }
+  | { readonly status: "failed"; readonly reason: string };
+
+/**
+ * `api.runtime.system` (openclaw 2026.9.x, plugin-entry .d.ts `PluginRuntime.system`): what starts
+ * a turn for a session that is not running one. The plugin's runtime facade passes
+ * `runHeartbeatOnce` only `reason`, `agentId`, `sessionKey` and `heartbeat.target`; every call
+ * throws synchronously when the registry it was handed through is no longer the active one.
+ */
+export interface HostSystem {
+  /** Run one heartbeat turn now for the session; resolves when it ran or was skipped (and why). */
+  runHeartbeatOnce?(opts: { reason?: string; agentId?: string; sessionKey?: string; heartbeat?: { target?: string } }): Promise<HeartbeatRunResult>;
+  /** Queue text shown to the session's next turn (returns whether it was queued). */
+  enqueueSystemEvent?(text: string, opts: { sessionKey: string; agentId?: string; contextKey?: string }): boolean;
+  /** Ask the heartbeat scheduler for a turn (coalesced, rate-limited per agent; no result). */
+  requestHeartbeat?(opts: { source: string; intent: string; reason?: string; agentId?: string; sessionKey?: string; heartbeat?: { target?: string } }): void;
+}
+
 export interface PluginApi {
   readonly registrationMode?: RegistrationMode;
   /** OpenClaw's in-process runtime helpers (only the part the mesh reads). */
@@ -113,6 +134,7 @@ export interface PluginApi {
     readonly subagent?: {
       getSessionMessages?(req: { sessionKey: string; limit?: number }): Promise<{ messages: unknown[] }>;
     };
+    readonly system?: HostSystem;
   };
   /**
    * Rewrites a tool's result before the next model request of the same turn sees it (any tool).

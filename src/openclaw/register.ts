@@ -12,6 +12,7 @@ import * as spawn from "./spawn.js";
 import * as sendRouting from "./send-routing.js";
 import * as turns from "./turns.js";
 import * as outboundTokens from "./outbound-tokens.js";
+import * as wake from "./wake.js";
 
 export const PLUGIN_ID = "clawmesh";
 
@@ -22,7 +23,7 @@ export const PLUGIN_ID = "clawmesh";
  * params win). Since no tool is looked at by both, their results never meet and the order here is
  * only the order of registration.
  */
-const HOOK_PARTS = [surfacing, spawn, sendRouting, turns, outboundTokens];
+const HOOK_PARTS = [surfacing, spawn, sendRouting, turns, outboundTokens, wake];
 
 /**
  * OpenClaw calls register() for several registries in one gateway process (discovery, full, per

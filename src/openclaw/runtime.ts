@@ -4,14 +4,19 @@
  * Tools and hooks reach the mesh through here (spawn.ts also asks it about task keys and children).
  */
 import { Mesh } from "../mesh.js";
+import { parseSessionKey, sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { MeshError, describe } from "../errors.js";
+import type { Arrivals } from "../inbox/index.js";
 import { isBusUnreachable, isNotPermitted } from "../transport/js-errors.js";
 import type { MeshSession } from "../session/index.js";
 import type { TurnOutcome } from "../wire/index.js";
-import type { PluginConfig } from "./config.js";
+import { wakeKinds, type PluginConfig } from "./config.js";
 import type { HostLogger } from "./host-types.js";
 import { PendingCompletions, type ChildCompletion } from "./pending-completions.js";
 import { SurfacedBlocks } from "./surfaced-blocks.js";
+import { firstWakingPending } from "./waking-pending.js";
+import { HostWakeSeam, logNoSeam } from "./wake-seam.js";
+import { Waker, type WakeTiming } from "./waker.js";
 
 /** The connection to the bus is lost or cannot be made right now: passing, worth trying again. Used for nothing else. */
 export class MeshUnavailableError extends MeshError {
@@ -49,10 +54,16 @@ export class MeshRuntime {
   readonly childCompletions: PendingCompletions;
   /** Blocks of pending messages shown to a turn and not yet confirmed, per session key. */
   readonly surfaced: SurfacedBlocks;
+  /** How OpenClaw is asked for a turn (every registration offers its api). */
+  readonly wakeSeam = new HostWakeSeam();
+  /** Starts turns for idle sessions when something arrives for them; set while connected. */
+  private waking: { readonly waker: Waker; readonly arrivals: Arrivals } | undefined;
 
   constructor(
     readonly config: PluginConfig,
     private readonly logger: HostLogger,
+    /** Overrides for the waker's delays (tests). */
+    private readonly wakeTiming: Partial<WakeTiming> = {},
   ) {
     this.surfaced = new SurfacedBlocks(logger);
     this.childCompletions = new PendingCompletions((c) => this.publishChildEnd(c), logger);
@@ -87,6 +98,7 @@ export class MeshRuntime {
         this.logger.info(`clawmesh: connected to NATS as instance ${this.config.instance}`);
         void this.followStatus(m);
         this.childCompletions.retryNow();
+        void this.startWaking(m);
         return m;
       })
       .catch((err: unknown) => {
@@ -117,6 +129,54 @@ export class MeshRuntime {
         this.childCompletions.retryNow();
       }
     }
+  }
+
+  /**
+   * Follow this instance's arrivals and wake idle sessions (waker.ts): one ordered consumer on the
+   * instance's inbox stream for the life of the connection. Sessions with something pending now
+   * (stored while the gateway was down, say) are looked at once at start.
+   */
+  private async startWaking(m: Mesh): Promise<void> {
+    const kinds = wakeKinds(this.config);
+    if (kinds.size === 0 || this.waking) return;
+    if (!this.wakeSeam.available) {
+      logNoSeam(this.logger);
+      return;
+    }
+    const waker = new Waker({
+      seam: this.wakeSeam,
+      isRunning: (session) => this.isRunning(session),
+      firstPending: (session) => firstWakingPending(m, session, kinds),
+      logger: this.logger,
+      timing: this.wakeTiming,
+    });
+    try {
+      const arrivals = await m.sessions.arrivals((a) => {
+        if (!kinds.has(a.kind)) return;
+        this.logger.debug?.(`clawmesh: ${a.kind} arrived for ${sessionKeyOf(a.session)}`);
+        waker.arrived(a.session);
+      });
+      if (this.stopped || this.mesh !== m) {
+        arrivals.stop();
+        return;
+      }
+      this.waking = { waker, arrivals };
+      this.logger.info(`clawmesh: sessions that are not running a turn are woken when ${[...kinds].join(", ")} arrives (${this.wakeSeam.describe()})`);
+      for (const session of await m.sessions.withStored()) waker.arrived(session);
+    } catch (err) {
+      this.logger.warn(`clawmesh: cannot follow arrivals, so idle sessions are not woken (they see their messages at their next turn): ${describe(err)}`);
+    }
+  }
+
+  /** Resolves once no wake is due, waiting or under way. */
+  wakesSettled(): Promise<void> {
+    return this.waking?.waker.whenIdle() ?? Promise.resolve();
+  }
+
+  /** Whether a turn of the session (under any of its keys, e.g. a cron run's) holds its run. */
+  private isRunning(session: SessionAddress): boolean {
+    const key = sessionKeyOf(session);
+    return [...this.runs.keys()].some((k) => durableKey(k, this.config.instance) === key);
   }
 
   async meshOrThrow(): Promise<Mesh> {
@@ -185,18 +245,27 @@ export class MeshRuntime {
    * lease, record how the turn went.
    */
   async endRun(sessionKey: string, turn?: { outcome: TurnOutcome; error?: string }): Promise<void> {
-    await this.surfaced.turnEnded(sessionKey, turn?.outcome === "ok");
-    const run = this.runs.get(sessionKey);
-    if (!run) return;
-    this.runs.delete(sessionKey);
-    const session = await run.catch(() => undefined);
-    await session?.close(turn);
+    try {
+      await this.surfaced.turnEnded(sessionKey, turn?.outcome === "ok");
+      const run = this.runs.get(sessionKey);
+      if (!run) return;
+      this.runs.delete(sessionKey);
+      const session = await run.catch(() => undefined);
+      await session?.close(turn);
+    } finally {
+      // What arrived after the turn's last model call, or what it did not get through, wakes it again.
+      const address = addressOf(sessionKey, this.config.instance);
+      if (address) this.waking?.waker.turnEnded(address);
+    }
   }
 
   stopped = false;
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.waking?.waker.stop();
+    this.waking?.arrivals.stop();
+    this.waking = undefined;
     for (const key of [...this.runs.keys()]) await this.endRun(key).catch(() => undefined);
     // Best effort: no new connection is opened just for this.
     await this.childCompletions.stop({ lastTry: this.connected && this.mesh !== undefined });
@@ -204,4 +273,18 @@ export class MeshRuntime {
     this.mesh = undefined;
     this.connected = false;
   }
+}
+
+function addressOf(sessionKey: string, instance: string): SessionAddress | undefined {
+  try {
+    return parseSessionKey(sessionKey, instance);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The session a key reads (a cron run's key reads its job's session); undefined for a key that is not one. */
+function durableKey(sessionKey: string, instance: string): string | undefined {
+  const a = addressOf(sessionKey, instance);
+  return a && sessionKeyOf(a);
 }

@@ -63,6 +63,22 @@ export class ScriptedModel {
   maxSteps = 12;
   /** Provider errors still to give: the first request matching each gets its status instead of an answer. */
   private readonly failures: { match: (req: ModelRequest) => boolean; status: number }[] = [];
+  private readonly waiters: { match: (req: ModelRequest) => boolean; resolve: (req: ModelRequest) => void }[] = [];
+
+  /** Resolves with the first request (already made or still to come) that matches. */
+  waitFor(match: (req: ModelRequest) => boolean): Promise<ModelRequest> {
+    const made = this.requests.find(match);
+    if (made) return Promise.resolve(made);
+    return new Promise((resolve) => this.waiters.push({ match, resolve }));
+  }
+
+  private record(req: ModelRequest): void {
+    this.requests.push(req);
+    for (const w of this.waiters.filter((x) => x.match(req))) {
+      this.waiters.splice(this.waiters.indexOf(w), 1);
+      w.resolve(req);
+    }
+  }
 
   /** Answer the next request that matches with HTTP `status` (a provider error), once. */
   failOnce(match: (req: ModelRequest) => boolean, status = 500): void {
@@ -99,12 +115,12 @@ export class ScriptedModel {
     const failure = this.failures.findIndex((f) => f.match(request));
     if (failure >= 0) {
       const { status } = this.failures.splice(failure, 1)[0]!;
-      this.requests.push({ ...request, failedWith: status });
+      this.record({ ...request, failedWith: status });
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify({ error: { message: `scripted provider error ${status}`, type: "server_error", code: null } }));
       return;
     }
-    this.requests.push(request);
+    this.record(request);
     const user = lastUserText(body.messages);
     const name = /SCRIPT=([\w-]+)/.exec(user)?.[1];
     const step = stepInTurn(body.messages);

@@ -1,19 +1,26 @@
 /**
  * clawmesh inside real OpenClaw gateways (openclaw 2026.9.x on Node 24), two of them with their own
- * state dirs and an agent named `main` each, a scripted model and a real nats-server.
+ * state dirs and an agent named `main` each, a scripted model and a real nats-server with
+ * authorization on: each gateway connects as its own user (`generateAuthorization`), its streams
+ * provisioned beforehand with the operator credential, as in production.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { LocalNatsServer } from "../../src/server/local-server.js";
 import { decodeEnvelope } from "../../src/wire/index.js";
+import { generateAuthorization } from "../../src/topology/index.js";
+import { Mesh } from "../../src/index.js";
 import { Latch } from "../harness/agents.js";
 import { ensureOpenClaw, Gateway } from "./openclaw.js";
 import { ScriptedModel, lastUserText, textOf, type ModelRequest } from "./model-server.js";
 
 const PREFIX = "e2e";
+/** One NATS user per gateway, and the operator (provisioning, and this test's own observer connection). */
+const PASSWORDS = { "gw-a": "gw-a-secret-123", "gw-b": "gw-b-secret-123" } as const;
+const OPERATOR = { user: "ops", password: "ops-secret-123" };
 let nats: LocalNatsServer;
 let nc: NatsConnection;
 let model: ScriptedModel;
@@ -35,6 +42,11 @@ function nextEnvelope(subject: string, match: (kind: string) => boolean = () => 
   });
 }
 
+/** A mesh client acting as one of the gateways' instances, with that instance's own credentials. */
+function asInstance(instance: keyof typeof PASSWORDS): Promise<Mesh> {
+  return Mesh.connect({ servers: nats.url, prefix: PREFIX, instance, auth: { user: instance, password: PASSWORDS[instance] }, registry: { janitorIntervalMs: 0 } });
+}
+
 /** The mesh block injected into a request's current prompt (history excluded). */
 const injected = (r: ModelRequest) => {
   const t = lastUserText(r.messages);
@@ -45,8 +57,16 @@ beforeAll(async () => {
   const t0 = Date.now();
   const install = await ensureOpenClaw();
   timings.push(`openclaw ready ${Date.now() - t0} ms`);
-  nats = await LocalNatsServer.start({ storeDir: mkdtempSync(join(tmpdir(), "clawmesh-e2e-nats-")) });
-  nc = await connect({ servers: nats.url });
+  const dir = mkdtempSync(join(tmpdir(), "clawmesh-e2e-nats-"));
+  const authFile = join(dir, "auth.conf");
+  writeFileSync(authFile, generateAuthorization({ prefix: PREFIX, instances: { "gw-a": { password: PASSWORDS["gw-a"] }, "gw-b": { password: PASSWORDS["gw-b"] } }, operator: OPERATOR }));
+  nats = await LocalNatsServer.start({ storeDir: join(dir, "store"), configFile: authFile });
+  nc = await connect({ servers: nats.url, user: OPERATOR.user, pass: OPERATOR.password });
+  // Instance users may not create streams: the operator provisions each instance (`clawmesh provision`).
+  const ops = await Mesh.connect({ servers: nats.url, prefix: PREFIX, instance: "ops", provision: false, auth: { user: OPERATOR.user, password: OPERATOR.password } });
+  await ops.admin.provision("gw-a");
+  await ops.admin.provision("gw-b");
+  await ops.close();
   model = new ScriptedModel();
   const modelPort = await model.start();
   // B answers whatever was injected for it: the [mesh id=...] of the first message.
@@ -57,9 +77,12 @@ beforeAll(async () => {
   });
   model.define("plain", () => ({ text: "ok" }));
   const t1 = Date.now();
+  const auth = (instance: keyof typeof PASSWORDS) => ({ auth: { user: instance, password: PASSWORDS[instance] } });
   [gwA, gwB] = await Promise.all([
-    Gateway.start(install, { instance: "gw-a", natsUrl: nats.url, prefix: PREFIX, modelPort }),
-    Gateway.start(install, { instance: "gw-b", natsUrl: nats.url, prefix: PREFIX, modelPort }),
+    // gw-a wakes its idle sessions for the default kinds.
+    Gateway.start(install, { instance: "gw-a", natsUrl: nats.url, prefix: PREFIX, modelPort, pluginConfig: auth("gw-a") }),
+    // gw-b is not woken by plain messages: the tests choose when its sessions answer them.
+    Gateway.start(install, { instance: "gw-b", natsUrl: nats.url, prefix: PREFIX, modelPort, pluginConfig: { ...auth("gw-b"), wakeOn: ["task.complete", "watch.event", "reply"] } }),
   ]);
   timings.push(`two gateways ready ${Date.now() - t1} ms`);
 });
@@ -93,7 +116,7 @@ describe("clawmesh in real OpenClaw gateways", () => {
     expect(a.text).toContain("A got: Reply from agent:main:main: pong from B");
   });
 
-  it("seed 000: parallel sends to a fast and a slow session; the slow pingback reaches the next turn exactly once, also across a gateway restart", async () => {
+  it("seed 000: parallel sends to a fast and a slow session; the slow pingback wakes the idle caller and is shown exactly once, also across a gateway restart", async () => {
     const fastKey = "agent:main:telegram:direct:1001";
     const slowKey = "agent:main:telegram:direct:1002";
     const caller = "agent:main:cron:billing";
@@ -124,20 +147,31 @@ describe("clawmesh in real OpenClaw gateways", () => {
     const pingback = nextEnvelope(`${PREFIX}.in.gw-a.gw-b.main.cron.billing.>`, (k) => k === "reply");
     await gwB.turn(slowKey, "SCRIPT=answer");
     const slow = await pingback;
+    // The caller is idle (its run ended): the pingback starts a turn of its own, with no user message.
+    const woken = await model.waitFor((r) => injected(r).includes(slow.id));
+    expect(lastUserText(woken.messages)).not.toContain("SCRIPT=");
 
+    // A message stored while gw-a is down wakes its session when gw-a is back.
+    const downKey = "agent:main:telegram:direct:2001";
     const t = Date.now();
-    await gwA.restart();
-    timings.push(`gateway restart ${Date.now() - t} ms`);
+    await gwA.stop();
+    const other = await asInstance("gw-b");
+    const whileDown = await other.send({ from: "agent:helper:main", to: { sessionKey: downKey, instance: "gw-a" }, body: "stored while gw-a was down" });
+    await other.close();
+    await gwA.relaunch();
+    await model.waitFor((r) => injected(r).includes(whileDown.id));
+    timings.push(`gateway restart to wake ${Date.now() - t} ms`);
     await gwA.turn(`${caller}:run:r2`, "next run SCRIPT=plain");
-    await gwA.turn(`${caller}:run:r3`, "run after SCRIPT=plain");
 
-    const callerRequests = model.requests.filter((r) => lastUserText(r.messages).includes("SCRIPT=fanout") || lastUserText(r.messages).includes("SCRIPT=plain"));
-    const turnsWithPingback = new Set(callerRequests.filter((r) => injected(r).includes(slow.id)).map((r) => lastUserText(r.messages)));
-    expect(turnsWithPingback.size).toBe(1);
-    expect([...turnsWithPingback][0]).toContain("next run SCRIPT=plain");
+    const callerRequests = model.requests.filter((r) => JSON.stringify(r.messages).includes(slow.id) || lastUserText(r.messages).includes("SCRIPT=fanout"));
+    // Shown once, in the wake; never before it was stored, never again (also across the restart).
+    expect(model.requests.filter((r) => injected(r).includes(slow.id))).toEqual([woken]);
     expect(callerRequests.filter((r) => r.at < slow.at && JSON.stringify(r.messages).includes(slow.id))).toEqual([]);
+    expect(model.requests.filter((r) => injected(r).includes(whileDown.id))).toHaveLength(1);
     // The fast reply came inline and is never injected again.
-    expect(callerRequests.filter((r) => injected(r).includes(fast.id))).toEqual([]);
+    expect(model.requests.filter((r) => injected(r).includes(fast.id))).toEqual([]);
+    expect(gwA.wakesOf(caller)).toBe(1);
+    expect(gwA.wakesOf(downKey)).toBe(1);
   });
 
   it("mid-turn: a pingback that arrives while the turn runs a non-mesh tool is in that turn's next model request", async () => {
@@ -156,7 +190,7 @@ describe("clawmesh in real OpenClaw gateways", () => {
     await thinking.opened;
     // While the turn is running (its prompt already built), a message lands for it.
     const landed = nextEnvelope(`${PREFIX}.in.gw-a.gw-b.main.main.thread=3Amid.>`);
-    const other = await import("../../src/index.js").then((m) => m.Mesh.connect({ servers: nats.url, prefix: PREFIX, instance: "gw-b", registry: { janitorIntervalMs: 0 } }));
+    const other = await asInstance("gw-b");
     await other.send({ from: "agent:helper:main", to: { sessionKey: key, instance: "gw-a" }, body: "mid-turn news" });
     const env = await landed;
     await other.close();
@@ -168,23 +202,26 @@ describe("clawmesh in real OpenClaw gateways", () => {
     expect(textOf(toolMsg?.content)).toContain(`[mesh id=${env.id}]`);
     expect(textOf(toolMsg?.content)).toContain("mid-turn news");
     expect(steps.filter((r) => injected(r).includes(env.id))).toEqual([]);
+    // A busy session gets no second turn: the running turn showed it, and its end found nothing to wake for.
+    await gwA.turn(key, "after SCRIPT=plain");
+    expect(model.requests.filter((r) => injected(r).includes(env.id))).toEqual([]);
+    expect(gwA.wakesOf(key)).toBe(0);
   });
 
-  it("provider error: a message in a turn whose first model request gets HTTP 500 reaches exactly one successful model request", async () => {
+  it("provider error: a message for an idle session whose woken turn's first model request gets HTTP 500 reaches exactly one successful model request", async () => {
     const key = "agent:main:main:thread:flaky";
     const landed = nextEnvelope(`${PREFIX}.in.gw-a.gw-b.main.main.thread=3Aflaky.>`);
-    const other = await import("../../src/index.js").then((m) => m.Mesh.connect({ servers: nats.url, prefix: PREFIX, instance: "gw-b", registry: { janitorIntervalMs: 0 } }));
+    const carries = (r: ModelRequest) => JSON.stringify(r.messages).includes("flaky news");
+    model.failOnce(carries, 500);
+    const other = await asInstance("gw-b");
     await other.send({ from: "agent:helper:main", to: { sessionKey: key, instance: "gw-a" }, body: "flaky news" });
     const env = await landed;
     await other.close();
-    const carries = (r: ModelRequest) => JSON.stringify(r.messages).includes(`[mesh id=${env.id}]`);
-    model.failOnce(carries, 500);
     const t = Date.now();
-    // OpenClaw retries the attempt (or fails the turn); either way the message is not lost.
-    await gwA.turn(key, "first try SCRIPT=plain").catch(() => undefined);
-    await gwA.turn(key, "second turn SCRIPT=plain");
-    await gwA.turn(key, "third turn SCRIPT=plain");
-    timings.push(`provider-error turns ${Date.now() - t} ms`);
+    // OpenClaw retries the attempt, or the woken turn fails and the plugin wakes the session again.
+    await model.waitFor((r) => carries(r) && r.failedWith === undefined);
+    await gwA.turn(key, "next turn SCRIPT=plain");
+    timings.push(`provider-error wake and turn ${Date.now() - t} ms`);
     const carrying = model.requests.filter(carries);
     expect(carrying.filter((r) => r.failedWith !== undefined).map((r) => r.failedWith)).toEqual([500]);
     const succeeded = carrying.filter((r) => r.failedWith === undefined);
@@ -221,6 +258,71 @@ describe("clawmesh in real OpenClaw gateways", () => {
     const all = model.requests.filter((r) => JSON.stringify(r.messages).includes(parentKey));
     const nativeAnnounce = all.filter((r) => r.messages.some((m) => (m.role === "user" || m.role === "system") && textOf(m.content).includes("child result 42")));
     expect(nativeAnnounce).toEqual([]);
+  });
+
+  it("wake: an idle session's delegated task completes; exactly one model request shows it, with no user turn", async () => {
+    const key = "agent:main:main:thread:waiting";
+    const assignee = "agent:ops:main";
+    model.define("delegate", (_req, step) => {
+      if (step === 0) return { calls: [{ name: "mesh_delegate", args: { sessionKey: assignee, instance: "gw-b", message: "count the rooms" } }] };
+      return { text: "delegated" };
+    });
+    const request = nextEnvelope(`${PREFIX}.in.gw-b.gw-a.ops.main.=.>`, (k) => k === "task.request");
+    await gwA.turn(key, "start SCRIPT=delegate");
+    const taskId = (await request).id.slice("tr-".length);
+    // The assignee (gw-b's own credentials) finishes it after the requester's turn is over.
+    const worker = await asInstance("gw-b");
+    const t = Date.now();
+    await worker.tasks.finish({ taskId, by: { sessionKey: assignee, instance: "gw-b" }, state: "completed", result: "12 rooms" });
+    await worker.close();
+    const woken = await model.waitFor((r) => injected(r).includes(`tc-${taskId}`));
+    timings.push(`completion to woken model request ${Date.now() - t} ms`);
+    expect(lastUserText(woken.messages)).not.toContain("SCRIPT=");
+    expect(injected(woken)).toContain("12 rooms");
+    await gwA.turn(key, "later SCRIPT=plain");
+    expect(model.requests.filter((r) => injected(r).includes(`tc-${taskId}`))).toEqual([woken]);
+    expect(gwA.wakesOf(key)).toBe(1);
+  });
+
+  it("wake: a burst of 10 messages for an idle session starts one turn that shows all of them", async () => {
+    const key = "agent:main:main:thread:burst";
+    const other = await asInstance("gw-b");
+    const sent = await Promise.all(Array.from({ length: 10 }, (_, i) => other.send({ from: "agent:helper:main", to: { sessionKey: key, instance: "gw-a" }, body: `burst item ${i}` })));
+    await other.close();
+    const woken = await model.waitFor((r) => sent.some((m) => injected(r).includes(m.id)));
+    for (const m of sent) expect(injected(woken)).toContain(`[mesh id=${m.id}]`);
+    await gwA.turn(key, "after the burst SCRIPT=plain");
+    expect(model.requests.filter((r) => sent.some((m) => injected(r).includes(m.id)))).toEqual([woken]);
+    expect(gwA.wakesOf(key)).toBe(1);
+  });
+
+  it("crash: gateway SIGKILLed while the model holds the request carrying a message; after restart the next turn shows it", async () => {
+    const key = "agent:main:main:thread:crash";
+    const held = new Latch();
+    const release = new Latch();
+    let calls = 0;
+    // The woken turn's prompt shows the message's body, which names this script.
+    model.define("hold", async () => {
+      if (++calls === 1) {
+        held.open();
+        await release.opened;
+      }
+      return { text: "noted" };
+    });
+    const other = await asInstance("gw-b");
+    const sent = await other.send({ from: "agent:helper:main", to: { sessionKey: key, instance: "gw-a" }, body: "crash news SCRIPT=hold" });
+    await other.close();
+    const carries = (r: ModelRequest) => injected(r).includes(`[mesh id=${sent.id}]`);
+    await held.opened;
+    const t = Date.now();
+    await gwA.kill();
+    release.open();
+    await gwA.relaunch();
+    // Nothing was confirmed: the message is pending again, wakes the session, and is shown again.
+    await model.waitFor((r) => carries(r) && model.requests.filter(carries).indexOf(r) === 1);
+    timings.push(`SIGKILL to the message shown again ${Date.now() - t} ms`);
+    await gwA.turn(key, "after the crash SCRIPT=plain");
+    expect(model.requests.filter(carries)).toHaveLength(2);
   });
 
   it("gives the model a clear error when NATS is down, and the gateway stays healthy", async () => {

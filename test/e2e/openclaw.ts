@@ -202,6 +202,26 @@ export class Gateway {
     await this.launch();
   }
 
+  /** Start again after stop() or kill(), with the same home, state and config. */
+  async relaunch(): Promise<void> {
+    await this.launch();
+  }
+
+  /** SIGKILL the gateway's process group: no hook, no clean stop. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    process.kill(-child.pid!, "SIGKILL");
+    await this.exited;
+  }
+
+  /** Lines of the gateway's log saying the plugin started a turn for `sessionKey`. */
+  wakesOf(sessionKey: string): number {
+    return this.meshLog()
+      .split("\n")
+      .filter((l) => l.includes(`clawmesh: started a turn for ${sessionKey} `)).length;
+  }
+
   async dispose(): Promise<void> {
     await this.stop();
     rmSync(this.home, { recursive: true, force: true });
