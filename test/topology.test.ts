@@ -105,7 +105,7 @@ describe("topology", () => {
     expect(info.config.filter_subject).toBe(`${prefix}.in.gw1.*.re-portal.telegram.direct=3A8035547811.>`);
     expect(info.config.filter_subjects ?? []).toEqual([]);
     expect(info.config.ack_policy).toBe("all");
-    expect(info.config.inactive_threshold).toBe(3600 * SEC);
+    expect(info.config.inactive_threshold).toBe(300 * SEC);
     await inbox.close();
     await mesh.close();
   });
