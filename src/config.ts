@@ -45,8 +45,12 @@ export const InboxTuningSchema = z.object({
   ackWaitMs: z.number().int().min(1000).default(30_000),
   /** Deliveries after which a message is parked instead of shown again. */
   maxDeliveries: z.number().int().min(1).default(5),
-  /** An idle session's durable consumer is reaped by the server after this long. */
-  inactiveThresholdMs: z.number().int().min(1000).default(60 * 60 * 1000),
+  /**
+   * An idle session's durable consumer is reaped by the server after this long. Short on purpose:
+   * a live consumer costs the server ~48 KB and restart time, a reaped one costs its next take one
+   * recreation (a few ms), and exactly-once does not depend on it (the seen log does).
+   */
+  inactiveThresholdMs: z.number().int().min(1000).default(5 * 60 * 1000),
   /** A reader that stops renewing loses its lease after this long. */
   leaseTtlMs: z.number().int().min(500).default(15_000),
   /** Longest wait for messages the server reported pending to arrive in one take. */

@@ -51,6 +51,7 @@ export { meshTools, formatMessage, type MeshTool, type ToolContext, type ToolRes
 // Errors (each has a stable `code`).
 export * from "./errors.js";
 export { AmbiguousTaskError, TaskNotFoundError, NotAssigneeError, NoDeliveryRouteError } from "./tasks/index.js";
+export { DirectGetError } from "./transport/direct-reader.js";
 export { InvalidTaskActionError } from "./session/index.js";
 export { InvalidChannelAddressError, UnknownChannelError, AmbiguousChannelError } from "./registry/index.js";
 export { UnreadableRecordError, StoreContentionError, NotProvisionedError } from "./topology/index.js";

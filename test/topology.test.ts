@@ -105,7 +105,7 @@ describe("topology", () => {
     expect(info.config.filter_subject).toBe(`${prefix}.in.gw1.*.re-portal.telegram.direct=3A8035547811.>`);
     expect(info.config.filter_subjects ?? []).toEqual([]);
     expect(info.config.ack_policy).toBe("all");
-    expect(info.config.inactive_threshold).toBe(3600 * SEC);
+    expect(info.config.inactive_threshold).toBe(300 * SEC);
     await inbox.close();
     await mesh.close();
   });
@@ -116,6 +116,8 @@ describe("mesh client edge validation", () => {
     const prefix = uniquePrefix();
     const mesh: Mesh = await openMesh(server, { prefix, instance: "gw1" });
     await expect(mesh.send({ from: "agent:a:main", to: "agent:b:main", body: 1, id: "has space" })).rejects.toThrow(/invalid send: id:/);
+    // A body JSON would silently change (NaN, undefined, a Date) is refused, not sent altered.
+    for (const body of [Number.NaN, { at: new Date(0) }, [undefined]]) await expect(mesh.send({ from: "agent:a:main", to: "agent:b:main", body: body as never })).rejects.toThrow(/invalid send: body/);
     await expect(mesh.send({ from: "agent:a:main", to: "nonsense", body: 1 })).rejects.toThrow(/starts with 'agent:/);
     await expect(mesh.send({ from: { sessionKey: "agent:a:main", instance: "gw2" }, to: "agent:b:main", body: 1 })).rejects.toThrow(/cannot send as instance 'gw2'/);
     await mesh.close();

@@ -1,6 +1,8 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { z } from "zod";
 import { PayloadTooLargeError } from "../src/index.js";
-import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, type Envelope } from "../src/wire/index.js";
+import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, isPlainJson, type Envelope } from "../src/wire/index.js";
 
 const base: Envelope = {
   v: 1,
@@ -51,5 +53,36 @@ describe("wire envelope", () => {
       const { [field]: _omit, ...rest } = base;
       expect(EnvelopeSchema.safeParse(rest).success, field).toBe(false);
     }
+  });
+});
+
+describe("the fast JSON check of a send's body", () => {
+  const schema = z.json();
+  // Values that JSON.stringify would silently change or drop, and that the schema refuses.
+  const notJson = fc.oneof(
+    fc.constantFrom(undefined, Number.NaN, Number.POSITIVE_INFINITY, () => 1, 1n, Symbol("s"), new Date(0), new Map(), [1, , 3]),
+    fc.constant(new (class Point {
+      x = 1;
+    })()),
+  );
+  const values = fc.letrec((tie) => ({
+    value: fc.oneof({ depthSize: "small" }, fc.jsonValue({ maxDepth: 2 }), notJson, fc.array(tie("value"), { maxLength: 4 }), fc.dictionary(fc.string({ maxLength: 4 }), tie("value"), { maxKeys: 4 })),
+  })).value;
+
+  it("accepts only what the schema accepts, and every plain JSON value", () => {
+    fc.assert(
+      fc.property(values, (v) => !isPlainJson(v) || schema.safeParse(v).success),
+      { numRuns: 2000 },
+    );
+    fc.assert(fc.property(fc.jsonValue(), (v) => isPlainJson(v)));
+  });
+
+  it("refuses a cycle and nesting past its depth instead of overflowing the stack", () => {
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    expect(isPlainJson(cycle)).toBe(false);
+    let deep: unknown = 1;
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    expect(isPlainJson(deep)).toBe(false);
   });
 });

@@ -91,7 +91,7 @@ export const USAGE = `usage: clawmesh <command> [flags]
   take --session SESSION_KEY [--max N] [--no-confirm]
   sessions [--of INSTANCE | --all] [--lifecycle active|idle|closed] [--pending]
   inbox SESSION_KEY [--of INSTANCE] [--max N]            (peek: confirms nothing)
-  tasks [--state STATE|open] [--requester INSTANCE] [--assignee INSTANCE] [--stuck]
+  tasks [--state STATE|open] [--requester INSTANCE] [--assignee INSTANCE] [--stuck] [--all]
   orphans [--older-than 10m] [--of INSTANCE]
   redirect --from SESSION_KEY --to SESSION_KEY [--to-instance ID] [--kind KIND] [--dry-run]
   parked list [--session SESSION_KEY] | show SEQ | redrive SEQ... | drop SEQ...
@@ -424,7 +424,7 @@ function isStuck(t: TaskRecord): boolean {
 async function tasks(mesh: Mesh, flags: Flags, json: boolean, io: CliIo): Promise<void> {
   const state = flags.state;
   if (state && state !== "open" && !TaskStateSchema.safeParse(state).success) throw new UsageError(`--state is 'open' or one of ${TaskStateSchema.options.join(", ")}`);
-  const list = (await mesh.tasks.list({ ...(flags.requester && { requester: flags.requester }), ...(flags.assignee && { assignee: flags.assignee }) }))
+  const list = (await mesh.tasks.list({ ...(flags.requester && { requester: flags.requester }), ...(flags.assignee && { assignee: flags.assignee }), ...(flags.all && { all: true }) }))
     .filter((t) => !state || (state === "open" ? !TERMINAL_STATES.has(t.state) : t.state === state))
     .filter((t) => !flags.stuck || isStuck(t))
     .sort((a, b) => a.createdAt.localeCompare(b.createdAt));

@@ -79,12 +79,13 @@ export class TasksClient {
   }
 
   /**
-   * Tasks in the registry: all of them, or those a given instance asked for (`requester`) or works
-   * on (`assignee`). Unreadable records are skipped.
+   * Tasks this instance takes part in, or with `all` every task in the registry (needs the
+   * operator's credential: an instance may not read another pair's task), optionally only those a
+   * given instance asked for (`requester`) or works on (`assignee`). Unreadable records are skipped.
    */
-  async list(filter: { readonly requester?: string; readonly assignee?: string } = {}): Promise<TaskRecord[]> {
+  async list(filter: { readonly requester?: string; readonly assignee?: string; readonly all?: boolean } = {}): Promise<TaskRecord[]> {
     const tasks = (await this.core.services()).tasks;
-    return (await tasks.list(`${filter.requester ?? "*"}.${filter.assignee ?? "*"}.*`)).map((t) => t.record);
+    return (await tasks.list(`${filter.requester ?? "*"}.${filter.assignee ?? "*"}.*`, { all: filter.all === true })).map((t) => t.record);
   }
 
   /** Make sure a decided task's requester was told (help a finisher that crashed between the writes). */

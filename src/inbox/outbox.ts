@@ -6,7 +6,7 @@
  * unacknowledged publish under the same envelope id.
  */
 import { ConnectionError } from "@nats-io/transport-node";
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { sessionKeyOf } from "../address/index.js";
 import { InvalidAddressError, SendFailedError, UnknownInstanceError } from "../errors.js";
 import { NoStreamError, StreamRefusedError } from "../transport/ingest.js";
@@ -35,25 +35,71 @@ export interface SendEnvelopeOptions {
  * is final at once. Still unacknowledged at the deadline: SendFailedError, so the caller knows and
  * can retry with the same id later.
  */
-export async function sendEnvelope(ctx: MeshContext, envelope: Envelope, opts: SendEnvelopeOptions = {}): Promise<Delivered> {
-  if (envelope.from.instance !== ctx.config.instance) {
-    throw new InvalidAddressError(sessionKeyOf(envelope.from), `a mesh client of instance '${ctx.config.instance}' cannot send as instance '${envelope.from.instance}'`);
+export function sendEnvelope(ctx: MeshContext, envelope: Envelope, opts: SendEnvelopeOptions = {}): Promise<Delivered> {
+  let out: Outgoing;
+  try {
+    if (envelope.from.instance !== ctx.config.instance) {
+      throw new InvalidAddressError(sessionKeyOf(envelope.from), `a mesh client of instance '${ctx.config.instance}' cannot send as instance '${envelope.from.instance}'`);
+    }
+    // Everything a publish needs is derived once, before the first await: an oversize or
+    // misaddressed envelope is refused at once, every retry sends the same bytes, and a caller
+    // that changes the body after calling cannot change what is sent.
+    out = outgoing(ctx, envelope);
+  } catch (err) {
+    return Promise.reject(err);
   }
   const deadline = Date.now() + (opts.retryForMs ?? ctx.config.sendRetryMs);
-  for (let attempt = 0; ; attempt++) {
+  // The common case, one publish on a live connection, without the retry loop's async frames
+  // (this runs once per message; at 1024 sends in flight each frame shows in the CPU profile).
+  if (!ctx.connection.connected) return sendWithRetries(ctx, envelope.id, out, deadline, 0);
+  return publishOnce(ctx, envelope.id, out).catch((err: unknown) => {
+    if (!(err instanceof SendFailedError) || Date.now() >= deadline) throw err;
+    return retryAfter(ctx, envelope.id, out, deadline, 0);
+  });
+}
+
+async function sendWithRetries(ctx: MeshContext, id: string, out: Outgoing, deadline: number, first: number): Promise<Delivered> {
+  for (let attempt = first; ; attempt++) {
     // Written while disconnected, a publish is discarded by the client: wait for the connection.
-    if (!(await ctx.connection.whenConnected(deadline - Date.now()))) {
-      throw new SendFailedError(envelope.id, new ConnectionError("not connected to the server"));
+    if (!ctx.connection.connected && !(await ctx.connection.whenConnected(deadline - Date.now()))) {
+      throw new SendFailedError(id, new ConnectionError("not connected to the server"));
     }
     try {
-      return await publishOnce(ctx, envelope);
+      return await publishOnce(ctx, id, out);
     } catch (err) {
       if (!(err instanceof SendFailedError) || Date.now() >= deadline) throw err;
-      ctx.logger.info({ id: envelope.id, attempt }, "send not acknowledged; retrying under the same id");
-      // Lost with the connection: retry as soon as it is back. Otherwise back off.
-      if (ctx.connection.connected) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+      await backOff(ctx, id, attempt);
     }
   }
+}
+
+async function retryAfter(ctx: MeshContext, id: string, out: Outgoing, deadline: number, attempt: number): Promise<Delivered> {
+  await backOff(ctx, id, attempt);
+  return sendWithRetries(ctx, id, out, deadline, attempt + 1);
+}
+
+async function backOff(ctx: MeshContext, id: string, attempt: number): Promise<void> {
+  ctx.logger.info({ id, attempt }, "send not acknowledged; retrying under the same id");
+  // Lost with the connection: retry as soon as it is back. Otherwise back off.
+  if (ctx.connection.connected) await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+}
+
+interface Outgoing {
+  readonly subject: string;
+  readonly bytes: Uint8Array;
+  readonly dedupId: string;
+  readonly stream: string;
+  readonly toInstance: string;
+}
+
+function outgoing(ctx: MeshContext, envelope: Envelope): Outgoing {
+  return {
+    subject: ctx.names.inboxSubject(envelope.to, envelope.from.instance, envelope.kind),
+    bytes: encodeEnvelope(envelope, ctx.messageLimit, ctx.serverMaxPayload),
+    dedupId: publishDedupId(ctx, envelope.id),
+    stream: ctx.names.inboxStream(envelope.to.instance),
+    toInstance: envelope.to.instance,
+  };
 }
 
 /**
@@ -64,29 +110,32 @@ export async function sendEnvelope(ctx: MeshContext, envelope: Envelope, opts: S
  */
 export function publishDedupId(ctx: MeshContext, envelopeId: string): string {
   const secret = ctx.dedup.secret;
-  return secret === undefined ? envelopeId : createHash("sha256").update(secret).update("\0").update(envelopeId).digest("base64url");
+  // One-shot hash of the same bytes as sha256(secret, "\0", id): about a third of createHash's cost.
+  return secret === undefined ? envelopeId : hash("sha256", `${secret}\0${envelopeId}`, "base64url");
 }
 
-async function publishOnce(ctx: MeshContext, envelope: Envelope): Promise<Delivered> {
-  const subject = ctx.names.inboxSubject(envelope.to, envelope.from.instance, envelope.kind);
-  const bytes = encodeEnvelope(envelope, ctx.messageLimit, ctx.serverMaxPayload);
-  const stream = ctx.names.inboxStream(envelope.to.instance);
-  try {
-    const ack = await ctx.ingest.publish(subject, bytes, publishDedupId(ctx, envelope.id), stream);
-    return { id: envelope.id, seq: ack.seq, stream: ack.stream, duplicate: ack.duplicate };
-  } catch (err) {
-    // "No responders" is final only when the stream really does not exist; a clustered stream
-    // between leaders answers nothing for a few seconds, and that is worth a retry.
-    if (err instanceof NoStreamError) {
-      const exists = await ctx.jsm.streams.info(stream).then(
-        () => true,
-        (e: unknown) => (isNotFound(e) ? false : undefined),
-      );
-      if (exists === false) throw new UnknownInstanceError(envelope.to.instance);
-      throw new SendFailedError(envelope.id, err);
-    }
-    // A refusal (stream full, wrong stream) is definite: nothing was stored.
-    if (err instanceof StreamRefusedError) throw err;
-    throw new SendFailedError(envelope.id, err);
+function publishOnce(ctx: MeshContext, id: string, out: Outgoing): Promise<Delivered> {
+  return ctx.ingest.publish(out.subject, out.bytes, out.dedupId, out.stream).then(
+    (ack) => ({ id, seq: ack.seq, stream: ack.stream, duplicate: ack.duplicate }),
+    async (err: unknown) => {
+      throw await failure(ctx, id, out, err);
+    },
+  );
+}
+
+/** What a failed publish means for the caller. */
+async function failure(ctx: MeshContext, id: string, out: Outgoing, err: unknown): Promise<unknown> {
+  // "No responders" is final only when the stream really does not exist; a clustered stream
+  // between leaders answers nothing for a few seconds, and that is worth a retry.
+  if (err instanceof NoStreamError) {
+    const exists = await ctx.jsm.streams.info(out.stream).then(
+      () => true,
+      (e: unknown) => (isNotFound(e) ? false : undefined),
+    );
+    if (exists === false) return new UnknownInstanceError(out.toInstance);
+    return new SendFailedError(id, err);
   }
+  // A refusal (stream full, wrong stream) is definite: nothing was stored.
+  if (err instanceof StreamRefusedError) return err;
+  return new SendFailedError(id, err);
 }

@@ -484,7 +484,9 @@ export class MeshSession {
     this.running.abort();
     this.watcher.stop();
     await Promise.all(this.takenTasks.values());
-    await this.inbox.close();
+    // The end is recorded while the lease is still held: a crash in between leaves an idle record
+    // and a dead lease (which the janitor finds by its lease), never an active record with no lease.
     await this.services.sessions.runEnded(this.address, turn).catch((err: unknown) => this.ctx.logger.warn({ err, session: this.sessionKey }, "could not record the run's end"));
+    await this.inbox.close();
   }
 }

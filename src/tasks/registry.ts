@@ -223,9 +223,17 @@ export class TaskRegistry {
     return (await this.store.values(this.names.tasksAssignedTo(instance))).map(stored);
   }
 
-  /** Every task in the registry, or those whose key matches `filter` (`<requester>.<assignee>.<id>`). */
-  async list(filter = ">"): Promise<StoredTask[]> {
-    return (await this.store.values(filter)).map(stored);
+  /**
+   * Tasks whose key matches `filter` (`<requester>.<assignee>.<id>`): those this instance takes
+   * part in, or with `all` every one (an operator's credential; an instance may not read another
+   * pair's task). Key names come from the stream's subject list; records by pipelined direct gets.
+   */
+  async list(filter = ">", opts: { readonly all?: boolean } = {}): Promise<StoredTask[]> {
+    const keys = (await this.store.keys(filter)).filter((key) => {
+      const k = this.names.parseTaskKey(key);
+      return k !== undefined && (opts.all === true || k.requester === this.self || k.assignee === this.self);
+    });
+    return (await this.store.readMany(keys)).flatMap((r) => (r.status === "value" ? [stored(r)] : []));
   }
 
   private remember(r: TaskRecord, key: string): void {

@@ -22,7 +22,21 @@ import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { z } from "zod";
 import { MeshError } from "../errors.js";
-import { isPermissionDenied, isRevisionConflict } from "../transport/js-errors.js";
+import { isRevisionConflict } from "../transport/js-errors.js";
+import { DirectReader, type DirectMsg, type DirectRequest } from "../transport/direct-reader.js";
+
+/** One pipelined direct-get reader per connection (a single inbox subscription, made on first use). */
+const readers = new WeakMap<NatsConnection, DirectReader>();
+function readerFor(nc: NatsConnection): DirectReader {
+  let r = readers.get(nc);
+  if (r === undefined) {
+    // Replies must come back under the connection's own inbox prefix (the only one its user may read).
+    const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
+    r = new DirectReader(nc, inboxPrefix === undefined ? {} : { inboxPrefix });
+    readers.set(nc, r);
+  }
+  return r;
+}
 
 export interface Stored<T> {
   readonly key: string;
@@ -64,6 +78,8 @@ export interface KvStoreOptions<T> {
   readonly agrees?: (key: string, value: T) => boolean;
 }
 
+const decoder = new TextDecoder();
+
 export class KvStore<S extends z.ZodType> {
   private readonly stream: string;
   private readonly subjectPrefix: string;
@@ -72,6 +88,7 @@ export class KvStore<S extends z.ZodType> {
     /** The underlying bucket, for watches. */
     readonly kv: KV,
     private readonly jsm: JetStreamManager,
+    private readonly reader: DirectReader,
     readonly name: string,
     private readonly schema: S,
     private readonly opts: KvStoreOptions<z.output<S>>,
@@ -89,7 +106,7 @@ export class KvStore<S extends z.ZodType> {
   ): Promise<KvStore<S>> {
     // Every mesh bucket allows direct gets, and a direct get of a key names the key in its API
     // subject: the broker can then check which keys a connection reads (see authorization.ts).
-    return new KvStore(await new Kvm(conn.nc).open(name, { bindOnly: true, allow_direct: true }), conn.jsm, name, schema, opts, conn.logger);
+    return new KvStore(await new Kvm(conn.nc).open(name, { bindOnly: true, allow_direct: true }), conn.jsm, readerFor(conn.nc), name, schema, opts, conn.logger);
   }
 
   private parse(key: string, revision: number, data: () => unknown): StoreRead<z.output<S>> {
@@ -108,11 +125,11 @@ export class KvStore<S extends z.ZodType> {
     return { status: "value", key, value: r.data, revision };
   }
 
-  private fromStored(m: StoredMsg): StoreRead<z.output<S>> {
+  private fromStored(m: StoredMsg | DirectMsg): StoreRead<z.output<S>> {
     const key = m.subject.slice(this.subjectPrefix.length);
     const op = m.header?.get("KV-Operation");
     if (op === "DEL" || op === "PURGE") return { status: "absent", key };
-    return this.parse(key, m.seq, () => m.json());
+    return this.parse(key, m.seq, () => JSON.parse(decoder.decode(m.data)));
   }
 
   /** Interpret a stored entry (from a get or a watch). */
@@ -200,23 +217,152 @@ export class KvStore<S extends z.ZodType> {
     return Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(this.subjectPrefix.length));
   }
 
-  /**
-   * Every readable value whose key matches `filter` (one read per key). Unreadable and deleted
-   * records are skipped, and so are records the broker does not let this connection read (key
-   * names are listed to every instance; another instance's task content is not).
-   */
+  /** Every readable value whose key matches `filter` (one direct get per key, pipelined). Unreadable and deleted records are skipped. */
   async values(filter = ">"): Promise<Stored<z.output<S>>[]> {
-    const out: Stored<z.output<S>>[] = [];
-    for (const key of await this.keys(filter)) {
-      let r: StoreRead<z.output<S>>;
-      try {
-        r = await this.read(key);
-      } catch (err) {
-        if (isPermissionDenied(err)) continue;
-        throw err;
-      }
-      if (r.status === "value") out.push(r);
+    const reads = await this.readMany(await this.keys(filter));
+    return reads.filter((r): r is { status: "value" } & Stored<z.output<S>> => r.status === "value");
+  }
+
+  /** Read many keys at once: direct gets of each key's last message, a bounded window in flight. */
+  async readMany(keys: readonly string[]): Promise<StoreRead<z.output<S>>[]> {
+    const got = await this.reader.getMany(this.stream, keys.map((key) => ({ lastBySubject: `${this.subjectPrefix}${key}` })));
+    return got.map((m, i) => (m === null ? { status: "absent", key: keys[i]! } : this.fromStored(m)));
+  }
+
+  /**
+   * A view of the whole bucket kept in this process and brought up to date on `refresh()` by
+   * reading only what was written since the last refresh. For buckets with history 1 (every
+   * registry): one message per key, so the stream's message count says whether the view still
+   * holds every key.
+   */
+  view(): KvView<S> {
+    return new KvView(this, this.jsm, this.reader, this.stream, this.subjectPrefix);
+  }
+
+  /** @internal Interpret a message the view read. */
+  interpret(m: DirectMsg): StoreRead<z.output<S>> {
+    return this.fromStored(m);
+  }
+}
+
+interface ViewEntry<T> {
+  readonly revision: number;
+  /** Undefined for a delete or purge marker (it still counts as the key's one message). */
+  readonly read: StoreRead<T> | undefined;
+}
+
+/**
+ * The bucket as this process last saw it. A refresh reads the stream's state (one stream-info
+ * request), then either
+ *
+ * - the sequences written since the last refresh (pipelined direct gets by sequence; a sequence
+ *   that answers "not found" was overwritten later, and the later write is in the range too, or it
+ *   was removed), or
+ * - when that range is longer than reading every key would be (first use, or much written since),
+ *   everything: by sequence when the stream is dense, otherwise the key list (stream info with a
+ *   subject filter) and a direct get per key.
+ *
+ * Entries below the stream's first sequence aged out and are dropped. A removal that leaves no
+ * message (an operator's purge or message delete) shows as a message count the view does not
+ * match, checked whenever nothing was written since the last refresh; the view then reloads.
+ * No server consumer is involved, so it works with an instance's permissions on shared buckets
+ * (stream info and direct get only).
+ */
+export class KvView<S extends z.ZodType> {
+  private readonly entries = new Map<string, ViewEntry<z.output<S>>>();
+  /** Stream sequence the view is complete through. */
+  private through = 0;
+  private loaded = false;
+  private running: Promise<void> | undefined;
+  private queued: Promise<void> | undefined;
+
+  constructor(
+    private readonly store: KvStore<S>,
+    private readonly jsm: JetStreamManager,
+    private readonly reader: DirectReader,
+    private readonly stream: string,
+    private readonly subjectPrefix: string,
+  ) {}
+
+  /**
+   * Bring the view up to date with every write acknowledged before this call. Calls made while a
+   * refresh runs share one refresh that starts after it.
+   */
+  refresh(): Promise<void> {
+    if (this.running === undefined) {
+      this.running = this.refreshNow().finally(() => (this.running = undefined));
+      return this.running;
     }
+    this.queued ??= this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined;
+        return this.refresh();
+      });
+    return this.queued;
+  }
+
+  /** Readable values of the view, optionally only keys starting with `keyPrefix`. */
+  values(keyPrefix = ""): Stored<z.output<S>>[] {
+    const out: Stored<z.output<S>>[] = [];
+    for (const [key, e] of this.entries) if (e.read?.status === "value" && key.startsWith(keyPrefix)) out.push(e.read);
     return out;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private async refreshNow(): Promise<void> {
+    const { first_seq: first, last_seq: last, messages } = (await this.jsm.streams.info(this.stream)).state;
+    // Entries older than the stream's first message were overwritten (or aged out). Their newer
+    // write is read below, unless it came after the state was read: those keys are read again by
+    // key after the walk, so a key being rewritten never drops out of the view.
+    const older = [...this.entries].filter(([, e]) => e.revision < first).map(([key]) => key);
+    // Nothing written since: an entry older than the first message aged out; the rest must match the count.
+    if (this.loaded && last === this.through && this.entries.size - older.length !== messages) this.loaded = false;
+    const from = this.loaded ? Math.max(this.through + 1, first) : first;
+    const range = last >= from ? last - from + 1 : 0;
+    if (messages === 0) {
+      this.entries.clear();
+    } else if (range <= 2 * messages) {
+      if (!this.loaded) this.entries.clear();
+      await this.walk(from, last);
+    } else {
+      // Written between the state read and the key list: read again by sequence next time.
+      await this.loadByKeys();
+    }
+    const stale = older.filter((key) => (this.entries.get(key)?.revision ?? first) < first);
+    if (stale.length > 0) {
+      const latest = await this.reader.getMany(this.stream, stale.map((key) => ({ lastBySubject: `${this.subjectPrefix}${key}` })));
+      stale.forEach((key, i) => {
+        const m = latest[i];
+        if (m === null || m === undefined) this.entries.delete(key);
+        else this.apply(m);
+      });
+    }
+    this.through = last;
+    this.loaded = true;
+  }
+
+  private async walk(from: number, last: number): Promise<void> {
+    const requests: DirectRequest[] = [];
+    for (let seq = from; seq <= last; seq++) requests.push({ seq });
+    for (const m of await this.reader.getMany(this.stream, requests)) if (m !== null && m.seq >= from && m.seq <= last) this.apply(m);
+  }
+
+  private async loadByKeys(): Promise<void> {
+    this.entries.clear();
+    const info = await this.jsm.streams.info(this.stream, { subjects_filter: `${this.subjectPrefix}>` });
+    const subjects = Object.keys(info.state.subjects ?? {});
+    for (const m of await this.reader.getMany(this.stream, subjects.map((s) => ({ lastBySubject: s })))) if (m !== null) this.apply(m);
+  }
+
+  private apply(m: DirectMsg): void {
+    const key = m.subject.slice(this.subjectPrefix.length);
+    const current = this.entries.get(key);
+    if (current !== undefined && current.revision >= m.seq) return;
+    const read = this.store.interpret(m);
+    this.entries.set(key, { revision: m.seq, read: read.status === "absent" ? undefined : read });
   }
 }

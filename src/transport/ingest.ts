@@ -67,8 +67,8 @@ export class JetStreamIngest {
   publish(subject: string, data: Uint8Array, msgId: string, expectedStream: string): Promise<StreamAck> {
     const token = (this.next++).toString(36);
     const h = headers();
-    h.set("Nats-Msg-Id", msgId);
-    h.set("Nats-Expected-Stream", expectedStream);
+    h.append("Nats-Msg-Id", msgId);
+    h.append("Nats-Expected-Stream", expectedStream);
     return new Promise<StreamAck>((resolve, reject) => {
       this.waiting.set(token, { resolve, reject, subject, deadline: Date.now() + this.timeoutMs });
       try {

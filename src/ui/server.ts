@@ -201,7 +201,7 @@ class OperatorView {
   private async addTasks(view: Snapshot): Promise<void> {
     const errors = view.errors;
     try {
-      const all = await this.mesh.tasks.list(this.access === "read-only" ? { requester: this.mesh.instance } : {});
+      const all = await this.mesh.tasks.list(this.access === "read-only" ? { requester: this.mesh.instance } : { all: true });
       const groups = new Map<string, { finished: number; total: number; open: boolean }>();
       for (const t of all.sort((a, b) => a.createdAt.localeCompare(b.createdAt))) {
         view.tasksByState[t.state] = (view.tasksByState[t.state] ?? 0) + 1;

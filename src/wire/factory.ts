@@ -22,19 +22,28 @@ export interface EnvelopeInput {
 }
 
 export function createEnvelope(input: EnvelopeInput): Envelope {
-  return {
-    v: ENVELOPE_VERSION,
-    id: input.id ?? randomUUID(),
-    kind: input.kind,
-    from: input.from,
-    to: input.to,
-    ...(input.correlationId !== undefined && { correlationId: input.correlationId }),
-    ...(input.taskId !== undefined && { taskId: input.taskId }),
-    ...(input.origin !== undefined && { origin: input.origin }),
-    ...(input.action !== undefined && { action: input.action }),
-    body: input.body,
-    sentAt: input.sentAt ?? new Date().toISOString(),
-  };
+  // Assignments rather than conditional spreads: this runs once per message sent, and each spread
+  // allocates a throwaway object. Fields are added in wire order.
+  const envelope: Partial<Envelope> = { v: ENVELOPE_VERSION, id: input.id ?? randomUUID(), kind: input.kind, from: input.from, to: input.to };
+  if (input.correlationId !== undefined) envelope.correlationId = input.correlationId;
+  if (input.taskId !== undefined) envelope.taskId = input.taskId;
+  if (input.origin !== undefined) envelope.origin = input.origin;
+  if (input.action !== undefined) envelope.action = input.action;
+  envelope.body = input.body;
+  envelope.sentAt = input.sentAt ?? nowIso();
+  return envelope as Envelope;
+}
+
+let lastMs = 0;
+let lastIso = new Date(0).toISOString();
+/** The current time as ISO text; formatted once per millisecond, however many envelopes it stamps. */
+function nowIso(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
 }
 
 /**
