@@ -43,6 +43,15 @@ export function lastUserText(messages: readonly ChatMessage[]): string {
   return "";
 }
 
+/** The newest message a turn added to a request (the user's prompt or a tool result), skipping OpenClaw's internal context. */
+export function newestText(r: { readonly messages: readonly ChatMessage[] }): string {
+  for (let i = r.messages.length - 1; i >= 0; i--) {
+    const m = r.messages[i]!;
+    if (!(m.role === "user" && textOf(m.content).startsWith(INTERNAL))) return textOf(m.content);
+  }
+  return "";
+}
+
 /** Model steps since that user message (assistant messages after it). */
 export function stepInTurn(messages: readonly ChatMessage[]): number {
   let steps = 0;

@@ -15,7 +15,7 @@ import { generateAuthorization } from "../../src/topology/index.js";
 import { Mesh } from "../../src/index.js";
 import { Latch } from "../harness/agents.js";
 import { ensureOpenClaw, Gateway } from "./openclaw.js";
-import { ScriptedModel, lastUserText, textOf, type ModelRequest } from "./model-server.js";
+import { ScriptedModel, lastUserText, newestText, textOf, type ModelRequest } from "./model-server.js";
 
 const PREFIX = "e2e";
 /** One NATS user per gateway, and the operator (provisioning, and this test's own observer connection). */
@@ -172,6 +172,39 @@ describe("clawmesh in real OpenClaw gateways", () => {
     expect(model.requests.filter((r) => injected(r).includes(fast.id))).toEqual([]);
     expect(gwA.wakesOf(caller)).toBe(1);
     expect(gwA.wakesOf(downKey)).toBe(1);
+  });
+
+  it("delegate, watch and await across gateways: B's model completes the task, A's await returns its result, A's watch notice reaches A's model once", async () => {
+    const key = "agent:main:main:thread:await";
+    const worker = "agent:main:main:thread:worker";
+    model.define("delegate-watch-await", (req, step) => {
+      const lastTool = textOf(req.messages.filter((m) => m.role === "tool").at(-1)?.content);
+      if (step === 0) return { calls: [{ name: "mesh_delegate", args: { sessionKey: worker, instance: "gw-b", message: "what is 2+2?" } }] };
+      const taskId = /Task (\S+) delegated/.exec(textOf(req.messages.filter((m) => m.role === "tool")[0]?.content))?.[1];
+      if (step === 1) return { calls: [{ name: "mesh_watch", args: { taskId, events: ["completed"] } }] };
+      if (step === 2) return { calls: [{ name: "mesh_await", args: { taskIds: [taskId], timeoutSeconds: 120 } }] };
+      return { text: `A got: ${lastTool}` };
+    });
+    model.define("complete", (req, step) => {
+      const taskId = /\[mesh id=tr-([\w-]+)\]/.exec(lastUserText(req.messages))?.[1];
+      if (step === 0 && taskId) return { calls: [{ name: "mesh_complete", args: { taskId, status: "completed", result: "four" } }] };
+      return { text: "completed" };
+    });
+    const request = nextEnvelope(`${PREFIX}.in.gw-b.gw-a.main.main.>`, (k) => k === "task.request");
+    const notice = nextEnvelope(`${PREFIX}.in.gw-a.gw-b.>`, (k) => k === "watch.event");
+    const turnA = gwA.turn(key, "ask B and wait SCRIPT=delegate-watch-await");
+    await request;
+    await gwB.turn(worker, "you have work SCRIPT=complete");
+    const a = await turnA;
+    expect(a.text).toContain("A got:");
+    expect(a.text).toContain("four");
+    // The notice landed while A's turn ran: it is in that turn's next model request (appended to the
+    // await's tool result), and never in another.
+    const we = await notice;
+    const carries = (r: ModelRequest) => newestText(r).includes(`[mesh id=${we.id}]`);
+    const shown = await model.waitFor(carries);
+    await gwA.turn(key, "later SCRIPT=plain");
+    expect(model.requests.filter(carries)).toEqual([shown]);
   });
 
   it("mid-turn: a pingback that arrives while the turn runs a non-mesh tool is in that turn's next model request", async () => {
