@@ -13,7 +13,10 @@ import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerConfig } from "@n
 import type { SessionAddress } from "../address/index.js";
 import { sessionKeyOf } from "../address/index.js";
 import type { MeshContext } from "../mesh-context.js";
-import { isNotFound } from "../transport/js-errors.js";
+import { ApiCodes, apiCode, isNotFound } from "../transport/js-errors.js";
+
+/** Attempts to create a session consumer while the server still removes a reaped one of the same name. */
+const STORE_RETRIES = 6;
 
 /** Messages one session may have delivered and unacknowledged at once (bounds a batch). */
 export const MAX_BATCH = 1000;
@@ -58,7 +61,17 @@ export async function ensureSessionConsumer(
       : { deliver_policy: DeliverPolicy.All }),
     ...(ctx.features.supports("metadata") && { metadata: { "clawmesh.session": key.slice(0, 1024), "clawmesh.instance": session.instance } }),
   };
-  await ctx.jsm.consumers.add(stream, config);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await ctx.jsm.consumers.add(stream, config);
+      break;
+    } catch (err) {
+      // The server is still removing the consumer it reaped (or we deleted) under this name: a
+      // moment later the name is free. Bounded: anything else, or a store that keeps failing, throws.
+      if (apiCode(err) !== ApiCodes.consumerStoreFailed || attempt >= STORE_RETRIES) throw err;
+      await new Promise((r) => setTimeout(r, 20 * 2 ** attempt));
+    }
+  }
   ctx.logger.debug({ session: key, consumer: name, resumeAfter }, "session consumer created");
   return ctx.js.consumers.get(stream, name);
 }

@@ -262,9 +262,12 @@ interface ViewEntry<T> {
  *   everything: by sequence when the stream is dense, otherwise the key list (stream info with a
  *   subject filter) and a direct get per key.
  *
- * Entries below the stream's first sequence aged out and are dropped. A removal that leaves no
- * message (an operator's purge or message delete) shows as a message count the view does not
- * match, checked whenever nothing was written since the last refresh; the view then reloads.
+ * A key rewritten while a refresh reads never drops out: a sequence that answers "not found" was
+ * overwritten after the state was read, and the keys it could belong to are read again by key
+ * (the ones the view held; else every key the view lacks, from the stream's subject list).
+ * Entries below the stream's first sequence are read again by key (gone: dropped). A removal that
+ * leaves no message (an operator's purge or message delete) shows as a message count the view does
+ * not match, checked whenever nothing was written since the last refresh; the view then reloads.
  * No server consumer is involved, so it works with an instance's permissions on shared buckets
  * (stream info and direct get only).
  */
@@ -315,40 +318,64 @@ export class KvView<S extends z.ZodType> {
 
   private async refreshNow(): Promise<void> {
     const { first_seq: first, last_seq: last, messages } = (await this.jsm.streams.info(this.stream)).state;
-    // Entries older than the stream's first message were overwritten (or aged out). Their newer
-    // write is read below, unless it came after the state was read: those keys are read again by
-    // key after the walk, so a key being rewritten never drops out of the view.
-    const older = [...this.entries].filter(([, e]) => e.revision < first).map(([key]) => key);
-    // Nothing written since: an entry older than the first message aged out; the rest must match the count.
-    if (this.loaded && last === this.through && this.entries.size - older.length !== messages) this.loaded = false;
-    const from = this.loaded ? Math.max(this.through + 1, first) : first;
-    const range = last >= from ? last - from + 1 : 0;
     if (messages === 0) {
       this.entries.clear();
-    } else if (range <= 2 * messages) {
-      if (!this.loaded) this.entries.clear();
-      await this.walk(from, last);
     } else {
-      // Written between the state read and the key list: read again by sequence next time.
-      await this.loadByKeys();
-    }
-    const stale = older.filter((key) => (this.entries.get(key)?.revision ?? first) < first);
-    if (stale.length > 0) {
-      const latest = await this.reader.getMany(this.stream, stale.map((key) => ({ lastBySubject: `${this.subjectPrefix}${key}` })));
-      stale.forEach((key, i) => {
-        const m = latest[i];
-        if (m === null || m === undefined) this.entries.delete(key);
-        else this.apply(m);
-      });
+      // Entries older than the stream's first message were overwritten or aged out.
+      const older = [...this.entries].filter(([, e]) => e.revision < first).map(([key]) => key);
+      // Nothing written since, yet the count differs: something was removed without a message (a purge).
+      const reload = !this.loaded || (last === this.through && this.entries.size - older.length !== messages);
+      const from = reload ? first : Math.max(this.through + 1, first);
+      if (reload && last - from + 1 > 2 * messages) {
+        this.entries.clear();
+        await this.loadByKeys();
+      } else {
+        await this.catchUp(from, last, reload ? [...this.entries.keys()] : older);
+      }
     }
     this.through = last;
     this.loaded = true;
   }
 
-  private async walk(from: number, last: number): Promise<void> {
+  /**
+   * Read the sequences from..last, then make sure no key drops out because it was rewritten while
+   * they were read: a sequence that answers "not found" was overwritten (or removed) after the
+   * stream's state was read. `confirm` are keys the view held that the walk must account for
+   * (all of them on a reload); any the walk did not see again are read by key (gone: dropped). A
+   * "not found" that no held key explains was a key this view never saw, overwritten since: the
+   * keys the view lacks are then read by key from the stream's subject list.
+   */
+  private async catchUp(from: number, last: number, confirm: readonly string[]): Promise<void> {
+    const heldAt = new Set(confirm.map((key) => this.entries.get(key)?.revision));
+    const { missed, seen } = await this.walk(from, last);
+    await this.readKeys(confirm.filter((key) => !seen.has(key)), true);
+    if (missed.some((seq) => !heldAt.has(seq))) {
+      const info = await this.jsm.streams.info(this.stream, { subjects_filter: `${this.subjectPrefix}>` });
+      await this.readKeys(Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(this.subjectPrefix.length)).filter((key) => !this.entries.has(key)), false);
+    }
+  }
+
+  /** Read keys by key (their last message); with `drop`, a key with no message leaves the view. */
+  private async readKeys(keys: readonly string[], drop: boolean): Promise<void> {
+    if (keys.length === 0) return;
+    const latest = await this.reader.getMany(this.stream, keys.map((key) => ({ lastBySubject: `${this.subjectPrefix}${key}` })));
+    keys.forEach((key, i) => {
+      const m = latest[i];
+      if (m !== null && m !== undefined) this.apply(m);
+      else if (drop) this.entries.delete(key);
+    });
+  }
+
+  private async walk(from: number, last: number): Promise<{ missed: number[]; seen: Set<string> }> {
     const requests: DirectRequest[] = [];
     for (let seq = from; seq <= last; seq++) requests.push({ seq });
-    for (const m of await this.reader.getMany(this.stream, requests)) if (m !== null && m.seq >= from && m.seq <= last) this.apply(m);
+    const missed: number[] = [];
+    const seen = new Set<string>();
+    (await this.reader.getMany(this.stream, requests)).forEach((m, i) => {
+      if (m === null) missed.push(from + i);
+      else if (m.seq >= from && m.seq <= last) seen.add(this.apply(m));
+    });
+    return { missed, seen };
   }
 
   private async loadByKeys(): Promise<void> {
@@ -358,11 +385,13 @@ export class KvView<S extends z.ZodType> {
     for (const m of await this.reader.getMany(this.stream, subjects.map((s) => ({ lastBySubject: s })))) if (m !== null) this.apply(m);
   }
 
-  private apply(m: DirectMsg): void {
+  /** Take a message into the view (unless it holds a newer one for the key); returns the key. */
+  private apply(m: DirectMsg): string {
     const key = m.subject.slice(this.subjectPrefix.length);
     const current = this.entries.get(key);
-    if (current !== undefined && current.revision >= m.seq) return;
+    if (current !== undefined && current.revision >= m.seq) return key;
     const read = this.store.interpret(m);
     this.entries.set(key, { revision: m.seq, read: read.status === "absent" ? undefined : read });
+    return key;
   }
 }

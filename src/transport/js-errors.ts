@@ -30,6 +30,11 @@ export const ApiCodes = {
   streamStoreFailed: 10077,
   /** `Nats-Expected-Stream` did not match the stream that stored the subject. */
   streamNotMatch: 10060,
+  /**
+   * The server could not create a consumer's store: seen when a durable is created again while
+   * the server is still removing the one it reaped for inactivity (same name, same directory).
+   */
+  consumerStoreFailed: 10104,
 } as const;
 
 /** The JetStream API error code carried by `err` (or its cause), if any. */
