@@ -188,6 +188,8 @@ describe("TcpProxy: a NATS client through the proxy", () => {
   });
 
   it("cutAll resets the connection: the client sees a disconnect, reconnects through the proxy and works again", async () => {
+    // The previous test's client closed; its link goes once both of its sockets did.
+    await proxy.drained();
     const nc = await connect({ servers: proxy.url, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
     await nc.request("svc.echo", "before", { timeout: 5000 });
     expect(proxy.connections).toBe(1);

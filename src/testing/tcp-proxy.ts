@@ -127,6 +127,8 @@ class Link {
 
 export class TcpProxy {
   private readonly links = new Set<Link>();
+  /** Callers of `drained()` waiting for the last connection to close. */
+  private drainWaiters: (() => void)[] = [];
   /** Accepted while frozen: dialled on heal, so the target sees no connection during a partition. */
   private readonly waiting: Link[] = [];
   private isFrozen = false;
@@ -166,6 +168,12 @@ export class TcpProxy {
     return this.links.size;
   }
 
+  /** Resolves once no client connection is open (a closed client's link goes when both sockets closed). */
+  drained(): Promise<void> {
+    if (this.links.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
   /** Stop forwarding in both directions on every connection; sockets stay open, bytes are held. */
   freeze(): void {
     this.isFrozen = true;
@@ -193,7 +201,10 @@ export class TcpProxy {
   }
 
   private accept(client: Socket): void {
-    const link = new Link(client, this.target, this.frozen, (l) => this.links.delete(l));
+    const link = new Link(client, this.target, this.frozen, (l) => {
+      this.links.delete(l);
+      if (this.links.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+    });
     this.links.add(link);
     if (this.isFrozen) this.waiting.push(link);
     else link.dial();
