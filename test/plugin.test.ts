@@ -45,6 +45,9 @@ function runToolCallGate(handlers: readonly Handler[]): BeforeToolCall {
 }
 
 /** A stand-in for OpenClaw's registration API that records what the plugin registers. */
+/** Hooks whose handlers OpenClaw all runs, merging no result (`runVoidHook`). */
+const OBSERVING_HOOKS: ReadonlySet<string> = new Set(["model_call_started", "model_call_ended", "agent_end"]);
+
 function fakeApi(
   pluginConfig: Record<string, unknown>,
   registrationMode: PluginApi["registrationMode"] = "full",
@@ -84,6 +87,8 @@ function fakeApi(
   const hook = <K extends keyof HookHandlers>(name: K): HookHandlers[K] => {
     const list = hooks.get(name) ?? [];
     if (name === "before_tool_call") return runToolCallGate(list) as HookHandlers[K];
+    // Observing hooks: OpenClaw runs every handler (in parallel) and merges nothing.
+    if (OBSERVING_HOOKS.has(name)) return (async (event: never, ctx: never) => void (await Promise.all(list.map((h) => (h.run as (e: never, c: never) => unknown)(event, ctx))))) as HookHandlers[K];
     // The plugin registers every other hook once; a second handler would need its merge rule modelled here.
     if (list.length !== 1) throw new Error(`expected one ${name} handler, found ${list.length}`);
     return list[0]!.run as HookHandlers[K];
@@ -672,6 +677,24 @@ describe("OpenClaw plugin", () => {
       expect(await lastTurn(sessionKey), sessionKey).toMatchObject({ outcome });
     }
     expect(await other.sessions.get({ sessionKey: "agent:main:main", instance: "gw1" })).toMatchObject({ lifecycle: "idle", resumable: true, lastTurn: { outcome: "timeout", error: "run timed out after 600s" } });
+
+    // The shapes openclaw 2026.9.6 really emits (read in its dist, seen in a real gateway): a run
+    // aborted by its timeout ends with success false and no error, after its model call ended with
+    // failureKind "timeout"; an attempt whose provider call failed ends with success true and a
+    // last assistant message that stopped on an error; an abort with no timeout is an interruption.
+    const real = [
+      ["agent:slow:main", "t1", { runId: "t1", success: false, durationMs: 4010, messages: [{ role: "user", content: "x" }] }, { outcome: "error", failureKind: "timeout" }, "timeout"],
+      ["agent:flaky:main", "p1", { runId: "p1", success: true, messages: [{ role: "user" }, { role: "assistant", stopReason: "error", errorMessage: "500 provider error" }] }, { outcome: "error" }, "error"],
+      ["agent:stop:main", "s1", { runId: "s1", success: false, messages: [{ role: "user" }] }, undefined, "interrupted"],
+      ["agent:late:main", "l2", { runId: "l2", success: false, messages: [{ role: "user" }] }, { outcome: "error", failureKind: "timeout", runId: "l1" }, "interrupted"],
+    ] as const;
+    for (const [sessionKey, runId, event, call, outcome] of real) {
+      await runtime.runFor(sessionKey);
+      if (call) await f.hook("model_call_ended")({ runId, callId: `${runId}:model:1`, sessionKey, ...call }, { sessionKey, runId });
+      await f.hook("agent_end")(event, { sessionKey, runId });
+      expect(await lastTurn(sessionKey), sessionKey).toMatchObject({ outcome });
+    }
+    expect(await lastTurn("agent:flaky:main")).toMatchObject({ outcome: "error", error: "500 provider error" });
     await other.close();
     await runtime.stop();
   });

@@ -51,11 +51,15 @@ export interface SubagentHookContext {
 }
 
 /**
- * `agent_end` (PluginHookAgentEndEvent: messages, success, error?, durationMs?). How a run ended
- * beyond success/error is reported by OpenClaw builds that have it as `outcome` (the run-outcome
- * vocabulary of `subagent_ended`: ok, error, timeout, killed, ...) or as a `timedOut` flag.
+ * `agent_end` (PluginHookAgentEndEvent: runId?, messages, success, error?, durationMs?), fired once
+ * per attempt. On openclaw 2026.9.6 a run aborted by its timeout reports `success: false` and no
+ * error (the abort clears it) and nothing else that says timeout: its model call's
+ * `model_call_ended` says `failureKind: "timeout"`. An attempt whose provider call failed reports
+ * `success: true` with a last assistant message whose `stopReason` is `"error"`. `outcome` and
+ * `timedOut` are read too, for builds that report them.
  */
 export interface AgentEndEvent {
+  readonly runId?: string;
   readonly success?: boolean;
   readonly error?: string;
   readonly outcome?: string;

@@ -17,6 +17,8 @@ export interface ModelRequest {
   readonly at: number;
   readonly messages: readonly ChatMessage[];
   readonly tools: readonly string[];
+  /** The model id the request named (the primary, or a fallback after a failover). */
+  readonly model: string;
   /** The HTTP status the model answered with instead of a completion (a provider error), if any. */
   readonly failedWith?: number;
 }
@@ -114,13 +116,13 @@ export class ScriptedModel {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method === "GET" && req.url?.endsWith("/models")) {
       res.setHeader("content-type", "application/json");
-      res.end(JSON.stringify({ object: "list", data: [{ id: "scripted", object: "model", owned_by: "test" }] }));
+      res.end(JSON.stringify({ object: "list", data: ["scripted", "backup"].map((id) => ({ id, object: "model", owned_by: "test" })) }));
       return;
     }
     let raw = "";
     for await (const chunk of req) raw += String(chunk);
-    const body = JSON.parse(raw) as { messages: ChatMessage[]; tools?: { function: { name: string } }[] };
-    const request: ModelRequest = { at: Date.now(), messages: body.messages, tools: (body.tools ?? []).map((t) => t.function.name) };
+    const body = JSON.parse(raw) as { model?: string; messages: ChatMessage[]; tools?: { function: { name: string } }[] };
+    const request: ModelRequest = { at: Date.now(), messages: body.messages, tools: (body.tools ?? []).map((t) => t.function.name), model: body.model ?? "" };
     const failure = this.failures.findIndex((f) => f.match(request));
     if (failure >= 0) {
       const { status } = this.failures.splice(failure, 1)[0]!;

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { LocalNatsServer } from "../../src/server/local-server.js";
-import { decodeEnvelope } from "../../src/wire/index.js";
+import { decodeEnvelope, type Envelope, type SessionRecord } from "../../src/wire/index.js";
 import { generateAuthorization } from "../../src/topology/index.js";
 import { Mesh } from "../../src/index.js";
 import { Latch } from "../harness/agents.js";
@@ -41,6 +41,51 @@ function nextEnvelope(subject: string, match: (kind: string) => boolean = () => 
     });
   });
 }
+
+/** Resolves with the next envelope stored on a subject pattern that `match` accepts, whole. */
+function nextWhere(subject: string, match: (e: Envelope) => boolean): Promise<Envelope> {
+  return new Promise((resolve) => {
+    const sub = nc.subscribe(subject, {
+      callback: (_e, m) => {
+        const d = decodeEnvelope(m.data, 1 << 20);
+        if (!d.ok || !match(d.envelope)) return;
+        sub.unsubscribe();
+        resolve(d.envelope);
+      },
+    });
+  });
+}
+
+/**
+ * Resolves with a session's record once `match` accepts it: read again (operator connection) at
+ * every write to a KV bucket, so it waits on the write, not on time.
+ */
+async function recordWhere(sessionKey: string, instance: string, match: (r: SessionRecord | undefined) => boolean): Promise<SessionRecord | undefined> {
+  const ops = await Mesh.connect({ servers: nats.url, prefix: PREFIX, instance: "ops", provision: false, auth: { user: OPERATOR.user, password: OPERATOR.password } });
+  const writes = nc.subscribe("$KV.>");
+  try {
+    let r = await ops.sessions.get({ sessionKey, instance });
+    if (match(r)) return r;
+    for await (const _ of writes) {
+      r = await ops.sessions.get({ sessionKey, instance });
+      if (match(r)) return r;
+    }
+    return r;
+  } finally {
+    writes.unsubscribe();
+    await ops.close();
+  }
+}
+
+/** What the mesh put before a model: tool results and injected blocks. */
+const meshText = (r: ModelRequest) =>
+  r.messages
+    .filter((m) => m.role === "tool" || (m.role === "user" && textOf(m.content).includes("<clawmesh-inbox>")))
+    .map((m) => textOf(m.content))
+    .join("\n");
+
+/** A legacy skip token, in any case: none may reach a model or a channel. */
+const TOKEN = /reply_skip|no_reply|announce_skip/i;
 
 /** A mesh client acting as one of the gateways' instances, with that instance's own credentials. */
 function asInstance(instance: keyof typeof PASSWORDS): Promise<Mesh> {
@@ -79,8 +124,9 @@ beforeAll(async () => {
   const t1 = Date.now();
   const auth = (instance: keyof typeof PASSWORDS) => ({ auth: { user: instance, password: PASSWORDS[instance] } });
   [gwA, gwB] = await Promise.all([
-    // gw-a wakes its idle sessions for the default kinds.
-    Gateway.start(install, { instance: "gw-a", natsUrl: nats.url, prefix: PREFIX, modelPort, pluginConfig: auth("gw-a") }),
+    // gw-a wakes its idle sessions for the default kinds. A failed provider call is retried once on
+    // the same model, then OpenClaw fails over to fake/backup (the provider-error test).
+    Gateway.start(install, { instance: "gw-a", natsUrl: nats.url, prefix: PREFIX, modelPort, pluginConfig: auth("gw-a"), fallbacks: ["fake/backup"], providerMaxRetries: 1 }),
     // gw-b is not woken by plain messages: the tests choose when its sessions answer them.
     Gateway.start(install, { instance: "gw-b", natsUrl: nats.url, prefix: PREFIX, modelPort, pluginConfig: { ...auth("gw-b"), wakeOn: ["task.complete", "watch.event", "reply"] } }),
   ]);
@@ -241,24 +287,35 @@ describe("clawmesh in real OpenClaw gateways", () => {
     expect(gwA.wakesOf(key)).toBe(0);
   });
 
-  it("provider error: a message for an idle session whose woken turn's first model request gets HTTP 500 reaches exactly one successful model request", async () => {
+  it("provider error: a message for an idle session whose woken turn's first model request gets HTTP 500, its retry 429, and the failover succeeds reaches exactly one successful model request", async () => {
     const key = "agent:main:main:thread:flaky";
     const landed = nextEnvelope(`${PREFIX}.in.gw-a.gw-b.main.main.thread=3Aflaky.>`);
     const carries = (r: ModelRequest) => JSON.stringify(r.messages).includes("flaky news");
+    // openclaw 2026.9.6 retries a failed attempt on the same model (500 is server_error, 429
+    // rate_limit: backoff 1 s, then 2 s, ±50%) up to retry.provider.maxRetries (default 8, 9 after a
+    // 429, within 90 s) before it fails over to a fallback model; gw-a allows one such retry, so the
+    // 500 is retried on fake/scripted, the 429 ends that model's turn, and fake/backup gets the attempt.
     model.failOnce(carries, 500);
+    model.failOnce(carries, 429);
     const other = await asInstance("gw-b");
     await other.send({ from: "agent:helper:main", to: { sessionKey: key, instance: "gw-a" }, body: "flaky news" });
     const env = await landed;
     await other.close();
     const t = Date.now();
-    // OpenClaw retries the attempt, or the woken turn fails and the plugin wakes the session again.
     await model.waitFor((r) => carries(r) && r.failedWith === undefined);
     await gwA.turn(key, "next turn SCRIPT=plain");
-    timings.push(`provider-error wake and turn ${Date.now() - t} ms`);
+    timings.push(`500, 429, failover wake and turn ${Date.now() - t} ms`);
     const carrying = model.requests.filter(carries);
-    expect(carrying.filter((r) => r.failedWith !== undefined).map((r) => r.failedWith)).toEqual([500]);
+    expect(carrying.filter((r) => r.failedWith !== undefined).map((r) => [r.failedWith, r.model])).toEqual([
+      [500, "scripted"],
+      [429, "scripted"],
+    ]);
     const succeeded = carrying.filter((r) => r.failedWith === undefined);
-    expect(succeeded.filter((r) => injected(r).includes(env.id))).toHaveLength(1);
+    // Every attempt showed the block (the retry's and the failover's prompt builds got it again)...
+    for (const r of carrying.slice(0, 3)) expect(injected(r)).toContain(`[mesh id=${env.id}]`);
+    // ...and exactly one successful request did: the failover's, on the fallback model.
+    const shown = succeeded.filter((r) => injected(r).includes(env.id));
+    expect(shown.map((r) => r.model)).toEqual(["backup"]);
   });
 
   it("seed 001: a sessions_spawn child finishing while the parent is busy reaches the parent through the mesh once, not by the native announce", async () => {
@@ -356,6 +413,157 @@ describe("clawmesh in real OpenClaw gateways", () => {
     timings.push(`SIGKILL to the message shown again ${Date.now() - t} ms`);
     await gwA.turn(key, "after the crash SCRIPT=plain");
     expect(model.requests.filter(carries)).toHaveLength(2);
+  });
+
+  it("skip tokens: a reply and a completion that end in REPLY_SKIP are recorded silently; the requester's model never sees them or a token, nothing with a token is published", async () => {
+    const key = "agent:main:main:thread:skipper";
+    const noter = "agent:main:main:thread:noter";
+    const worker = "agent:main:main:thread:skipworker";
+    // Everything stored for any inbox while the test runs: no envelope may carry a token.
+    const published: Envelope[] = [];
+    const all = nc.subscribe(`${PREFIX}.in.>`, {
+      callback: (_e, m) => {
+        const d = decodeEnvelope(m.data, 1 << 20);
+        if (d.ok) published.push(d.envelope);
+      },
+    });
+    const toSkipper = (e: Envelope) => e.to.session === "thread:skipper" && e.to.instance === "gw-a";
+    const reply = nextWhere(`${PREFIX}.in.gw-a.gw-b.>`, (e) => toSkipper(e) && e.kind === "reply");
+    const completion = nextWhere(`${PREFIX}.in.gw-a.gw-b.>`, (e) => toSkipper(e) && e.kind === "task.complete");
+    const asked = nextEnvelope(`${PREFIX}.in.gw-b.gw-a.main.main.thread=3Anoter.>`);
+    const delegated = nextEnvelope(`${PREFIX}.in.gw-b.gw-a.main.main.thread=3Askipworker.>`, (k) => k === "task.request");
+    model.define("skipper", (_req, step) => {
+      if (step === 0)
+        return {
+          calls: [
+            { name: "mesh_send", args: { sessionKey: noter, instance: "gw-b", message: "please note the meeting" } },
+            { name: "mesh_delegate", args: { sessionKey: worker, instance: "gw-b", message: "tidy the notes" } },
+          ],
+        };
+      return { text: "asked two" };
+    });
+    model.define("skip-reply", (req, step) => {
+      const id = /\[mesh id=([\w-]+)\]/.exec(lastUserText(req.messages))?.[1];
+      if (step === 0 && id) return { calls: [{ name: "mesh_send", args: { replyTo: id, message: "Noted, will do. REPLY_SKIP" } }] };
+      return { text: "noted" };
+    });
+    model.define("skip-complete", (req, step) => {
+      const taskId = /\[mesh id=tr-([\w-]+)\]/.exec(lastUserText(req.messages))?.[1];
+      if (step === 0 && taskId) return { calls: [{ name: "mesh_complete", args: { taskId, status: "completed", result: "Done. REPLY_SKIP" } }] };
+      return { text: "tidied" };
+    });
+    try {
+      await gwA.turn(key, "ask around SCRIPT=skipper");
+      await Promise.all([asked, delegated]);
+      await gwB.turn(noter, "SCRIPT=skip-reply");
+      await gwB.turn(worker, "SCRIPT=skip-complete");
+      const silent = await Promise.all([reply, completion]);
+      // Each handoff went through the one rule: the action says skip, the stored text has no token.
+      for (const e of silent) {
+        expect(e.action, e.kind).toBe("skip");
+        expect(JSON.stringify(e.body)).not.toMatch(TOKEN);
+      }
+      expect(JSON.stringify(silent[0].body)).toContain("Noted, will do.");
+      await gwA.turn(key, "anything new? SCRIPT=plain");
+      // A skip tells the requester's model nothing: not the token, not the text, not the ids. What
+      // the mesh puts before the model is tool results and injected blocks (OpenClaw's own system
+      // prompt names NO_REPLY: not ours to check).
+      const mine = model.requests.filter((r) => JSON.stringify(r.messages).includes("SCRIPT=skipper"));
+      expect(mine.length).toBeGreaterThanOrEqual(3);
+      for (const r of mine) {
+        const text = meshText(r);
+        expect(text).not.toMatch(TOKEN);
+        expect(text).not.toContain("Noted, will do");
+        for (const e of silent) expect(text).not.toContain(e.id);
+      }
+      expect(gwA.wakesOf(key)).toBe(0);
+      // Nothing published for a channel (no announce) and no envelope with a token in it.
+      expect(published.filter((e) => e.kind === "announce")).toEqual([]);
+      expect(published.filter((e) => TOKEN.test(JSON.stringify(e.body)))).toEqual([]);
+    } finally {
+      all.unsubscribe();
+    }
+  });
+
+  // Known gap (openclaw 2026.9.6): the plugin reads a child's last reply through
+  // api.runtime.subagent.getSessionMessages, i.e. the gateway's sessions.get, whose display
+  // projection suppresses control tokens; a child whose last reply is "Done. REPLY_SKIP" comes back
+  // with no reply text, so its completion is published as "finished without a reply" (action
+  // reply): the parent's model is told, and an idle parent is woken. Marked as failing until the
+  // plugin reads the raw transcript; it starts passing (and this marker fails) once fixed.
+  it.fails("skip tokens: a sessions_spawn child whose last reply is \"Done. REPLY_SKIP\" finishes silently for its parent", async () => {
+    const key = "agent:main:main:thread:skipparent";
+    const childEnd = nextWhere(`${PREFIX}.in.gw-a.gw-a.>`, (e) => e.to.session === "thread:skipparent" && e.kind === "task.complete");
+    model.define("skipchild", () => ({ text: "Done. REPLY_SKIP" }));
+    model.define("skipspawn", (_req, step) => (step === 0 ? { calls: [{ name: "sessions_spawn", args: { task: "archive SCRIPT=skipchild", label: "skipchild" } }] } : { text: "spawned" }));
+    await gwA.turn(key, "archive it SCRIPT=skipspawn");
+    const env = await childEnd;
+    expect(JSON.stringify(env.body)).not.toMatch(TOKEN);
+    expect(env.action).toBe("skip");
+  });
+
+  it("origin across two turns and three hops: A (telegram 7001) delegates to B, B takes it in one turn and delegates to C in the next, C's announce is addressed to A's chat, not B's", async () => {
+    const a = "agent:main:telegram:direct:7001";
+    const b = "agent:main:main:thread:hop-b";
+    const c = "agent:main:main:thread:hop-c";
+    // `--channel telegram --reply-to <chat>` gives a CLI turn OpenClaw's delivery context
+    // ({channel: "telegram", to: <chat>}), which the plugin turns into the origin; B has its own chat.
+    const fromChat = (chat: string) => ({ args: ["--channel", "telegram", "--reply-to", chat] });
+    model.define("hop-a", (_req, step) => {
+      if (step === 0) return { calls: [{ name: "mesh_delegate", args: { sessionKey: b, instance: "gw-b", message: "find the venue" } }] };
+      return { text: "asked B" };
+    });
+    model.define("hop-take", () => ({ text: "on it" }));
+    model.define("hop-b", (_req, step) => {
+      if (step === 0) return { calls: [{ name: "mesh_delegate", args: { sessionKey: c, instance: "gw-a", message: "check the venue's hours" } }] };
+      return { text: "asked C" };
+    });
+    model.define("hop-c", (req, step) => {
+      const taskId = /\[mesh id=tr-([\w-]+)\]/.exec(lastUserText(req.messages))?.[1];
+      if (step === 0 && taskId) return { calls: [{ name: "mesh_complete", args: { taskId, status: "completed", result: "open 9 to 5", action: "announce" } }] };
+      return { text: "announced" };
+    });
+    const toB = nextWhere(`${PREFIX}.in.gw-b.gw-a.>`, (e) => e.kind === "task.request" && e.to.session === "thread:hop-b");
+    await gwA.turn(a, "where do we meet? SCRIPT=hop-a", fromChat("7001"));
+    expect((await toB).origin).toMatchObject({ channel: "telegram", to: "7001" });
+    // Turn 1: B is shown the request and only acknowledges it (the task stays open in its record).
+    await gwB.turn(b, "SCRIPT=hop-take", fromChat("8002"));
+    const open = await recordWhere(b, "gw-b", (r) => (r?.openTasks?.length ?? 0) === 1);
+    expect(open?.openTasks).toHaveLength(1);
+    // Turn 2, a new run: B delegates to C; the origin comes from B's record, not B's own chat.
+    const toC = nextWhere(`${PREFIX}.in.gw-a.gw-b.>`, (e) => e.kind === "task.request" && e.to.session === "thread:hop-c");
+    await gwB.turn(b, "go on SCRIPT=hop-b", fromChat("8002"));
+    expect((await toC).origin).toMatchObject({ channel: "telegram", to: "7001" });
+    const announce = nextWhere(`${PREFIX}.in.gw-a.>`, (e) => e.kind === "announce");
+    await gwA.turn(c, "SCRIPT=hop-c");
+    const env = await announce;
+    // Published to A's session (whose gateway owns the chat), addressed to A's chat.
+    expect(env.to).toMatchObject({ instance: "gw-a", channel: "telegram", session: "direct:7001" });
+    expect(env.body).toMatchObject({ deliveryTarget: { channel: "telegram", to: "7001" }, text: "open 9 to 5" });
+    expect(JSON.stringify(env.body)).not.toContain("8002");
+  });
+
+  it("timeout recorded: a turn whose model stalls past the run's timeout is lastTurn timeout in the session record", async () => {
+    const key = "agent:main:main:thread:stalled";
+    const release = new Latch();
+    const stalled = new Latch();
+    model.define("stall", async () => {
+      stalled.open();
+      await release.opened;
+      return { text: "too late" };
+    });
+    const t = Date.now();
+    try {
+      // The CLI reports the timed-out run as a failed command.
+      await expect(gwA.turn(key, "SCRIPT=stall", { timeoutSeconds: 3 })).rejects.toThrow();
+    } finally {
+      release.open();
+    }
+    await stalled.opened;
+    const after = new Date(t).toISOString();
+    const record = await recordWhere(key, "gw-a", (r) => r?.lastTurn !== undefined && r.lastTurn.at >= after && r.lifecycle === "idle");
+    timings.push(`stalled turn to timeout recorded ${Date.now() - t} ms`);
+    expect(record).toMatchObject({ lifecycle: "idle", resumable: true, lastTurn: { outcome: "timeout" } });
   });
 
   it("gives the model a clear error when NATS is down, and the gateway stays healthy", async () => {

@@ -55,6 +55,20 @@ export interface GatewayOptions {
   readonly prefix: string;
   readonly modelPort: number;
   readonly pluginConfig?: Record<string, unknown>;
+  /** Models OpenClaw fails over to when the primary (`fake/scripted`) keeps failing, e.g. `["fake/backup"]`. */
+  readonly fallbacks?: readonly string[];
+  /**
+   * Same-model retries of a failed provider call before OpenClaw gives up on the model (its agent
+   * settings `retry.provider.maxRetries`; unset: 8, 9 once a 429 was seen, with backoff doubling from 1 s).
+   */
+  readonly providerMaxRetries?: number;
+}
+
+export interface TurnOptions {
+  /** The run's timeout (`openclaw agent --timeout`); default 120 s. */
+  readonly timeoutSeconds?: number;
+  /** More `openclaw agent` arguments. */
+  readonly args?: readonly string[];
 }
 
 export class Gateway {
@@ -112,7 +126,7 @@ export class Gateway {
       logging: { file: join(this.home, "logs", "openclaw.log") },
       tools: { toolSearch: false },
       update: { checkOnStart: false },
-      agents: { defaults: { workspace: join(this.home, "workspace"), model: { primary: "fake/scripted" } } },
+      agents: { defaults: { workspace: join(this.home, "workspace"), model: { primary: "fake/scripted", ...(this.opts.fallbacks && { fallbacks: this.opts.fallbacks }) } } },
       models: {
         mode: "merge",
         catalogRefresh: { enabled: false },
@@ -121,7 +135,8 @@ export class Gateway {
             baseUrl: `http://127.0.0.1:${this.opts.modelPort}/v1`,
             apiKey: "k",
             api: "openai-completions",
-            models: [{ id: "scripted", name: "Scripted", reasoning: false, input: ["text"], cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, contextWindow: 128000, maxTokens: 4096 }],
+            // The same scripted server under two ids: `backup` is what a failover lands on.
+            models: ["scripted", "backup"].map((id) => ({ id, name: id, reasoning: false, input: ["text"], cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, contextWindow: 128000, maxTokens: 4096 })),
           },
         },
       },
@@ -139,6 +154,12 @@ export class Gateway {
       },
     };
     writeFileSync(join(state, "openclaw.json"), `${JSON.stringify(config, null, 2)}\n`);
+    if (this.opts.providerMaxRetries !== undefined) {
+      // The embedded agent's own settings file (global scope, in the agent's dir), not openclaw.json.
+      const agentDir = join(state, "agents", "main", "agent");
+      mkdirSync(agentDir, { recursive: true });
+      writeFileSync(join(agentDir, "settings.json"), `${JSON.stringify({ retry: { provider: { maxRetries: this.opts.providerMaxRetries } } }, null, 2)}\n`);
+    }
   }
 
   private async launch(): Promise<void> {
@@ -178,8 +199,9 @@ export class Gateway {
   }
 
   /** One agent turn through this gateway; resolves with the final text. */
-  async turn(sessionKey: string, message: string): Promise<{ text: string; json: unknown }> {
-    const { stdout } = await run(join(this.install.binDir, "node"), [this.install.openclaw, "agent", "--agent", "main", "--session-key", sessionKey, "--message", message, "--json", "--timeout", "120"], {
+  async turn(sessionKey: string, message: string, opts: TurnOptions = {}): Promise<{ text: string; json: unknown }> {
+    const timeout = String(opts.timeoutSeconds ?? 120);
+    const { stdout } = await run(join(this.install.binDir, "node"), [this.install.openclaw, "agent", "--agent", "main", "--session-key", sessionKey, "--message", message, "--json", "--timeout", timeout, ...(opts.args ?? [])], {
       env: this.env,
       maxBuffer: 1 << 24,
       timeout: 180_000,
