@@ -555,6 +555,26 @@ describe("OpenClaw plugin", () => {
     await runtime.stop();
   });
 
+  it("takes a child's raw final answer from its agent_end: a trailing REPLY_SKIP finishes it silently although the stored transcript reads as no reply", async () => {
+    const prefix = uniquePrefix();
+    const parent = "agent:main:main";
+    const child = "agent:main:subagent:quiet";
+    // The gateway's transcript projection strips control tokens: the stored reply reads as nothing.
+    const f = fakeApi({ instance: "gw1", servers: server.url, prefix }, "full", { transcripts: { [child]: [{ role: "assistant", content: "" }] } });
+    const runtime = registerClawmesh(f.api)!;
+    await f.services[0]!.start({});
+    await f.hook("subagent_spawned")({ childSessionKey: child, label: "archive" }, { requesterSessionKey: parent });
+    await f.hook("agent_end")({ success: true, messages: [{ role: "user", content: "archive" }, { role: "assistant", content: [{ type: "text", text: "Done. REPLY_SKIP" }], stopReason: "stop" }] }, { sessionKey: child });
+    await f.hook("subagent_ended")({ targetSessionKey: child, outcome: "ok" }, { requesterSessionKey: parent });
+    await runtime.childCompletions.whenEmpty();
+    const mesh = await runtime.meshOrThrow();
+    const task = (await mesh.tasks.list()).find((t) => t.childSession === true);
+    expect(task).toMatchObject({ state: "completed", action: "skip", result: "Done." });
+    // A skip tells the parent's model nothing.
+    expect(await f.hook("before_prompt_build")({}, { sessionKey: parent })).toBeUndefined();
+    await runtime.stop();
+  });
+
   it("delivers a child's completion that ended while NATS was down once the connection is back, exactly once", async () => {
     const prefix = uniquePrefix();
     const parent = "agent:main:main";

@@ -8,8 +8,13 @@ import { sessionKeyOf } from "../address/index.js";
 import type { PluginConfig } from "./config.js";
 import type { PluginApi } from "./host-types.js";
 import type { MeshRuntime } from "./runtime.js";
+import { lastAssistantMessage, textOfContent } from "./transcript.js";
 
-/** The child's final answer, read from its transcript (the subagent_ended hook carries no text). */
+/**
+ * The child's final answer from its stored transcript (the subagent_ended hook carries no text).
+ * A fallback only: the gateway's transcript projection strips control tokens, so a reply that was
+ * only a token reads as no reply; the raw answer is taken from the child's own agent_end first.
+ */
 async function lastAssistantText(api: PluginApi, sessionKey: string): Promise<string | undefined> {
   const read = api.runtime?.subagent?.getSessionMessages;
   if (!read) return undefined;
@@ -18,7 +23,7 @@ async function lastAssistantText(api: PluginApi, sessionKey: string): Promise<st
     for (let i = messages.length - 1; i >= 0; i--) {
       const m = messages[i] as { role?: string; content?: unknown };
       if (m.role !== "assistant") continue;
-      const text = typeof m.content === "string" ? m.content : Array.isArray(m.content) ? m.content.map((p: { text?: string }) => p?.text ?? "").join("") : "";
+      const text = textOfContent(m.content);
       if (text.trim()) return text;
     }
   } catch (err) {
@@ -27,8 +32,32 @@ async function lastAssistantText(api: PluginApi, sessionKey: string): Promise<st
   return undefined;
 }
 
+/** Raw final replies of recent runs by session key (bounded), as their agent_end carried them. */
+class FinalReplies {
+  private readonly bySession = new Map<string, string>();
+  note(sessionKey: string, text: string): void {
+    this.bySession.delete(sessionKey);
+    this.bySession.set(sessionKey, text);
+    if (this.bySession.size > 1000) this.bySession.delete(this.bySession.keys().next().value!);
+  }
+  take(sessionKey: string): string | undefined {
+    const text = this.bySession.get(sessionKey);
+    this.bySession.delete(sessionKey);
+    return text;
+  }
+}
+
 export function install(api: PluginApi, runtime: MeshRuntime, config: PluginConfig): void {
   const routed = config.routeSessionsSpawn !== false;
+  const finalReplies = new FinalReplies();
+
+  // A child's last answer as its run produced it, tokens and all (its completion classifies them).
+  api.on("agent_end", (event, ctx) => {
+    if (!routed || !ctx.sessionKey) return;
+    const last = lastAssistantMessage(event.messages);
+    const text = last && last.stopReason !== "error" ? textOfContent(last.content) : "";
+    if (text.trim()) finalReplies.note(ctx.sessionKey, text);
+  });
 
   api.on("before_tool_call", async (event, ctx) => {
     if (event.toolName !== "sessions_spawn") return undefined;
@@ -76,7 +105,8 @@ export function install(api: PluginApi, runtime: MeshRuntime, config: PluginConf
   api.on("subagent_ended", async (event, ctx) => {
     if (!ctx.requesterSessionKey || !routed) return;
     const ok = event.outcome === undefined || event.outcome === "ok";
-    const reply = ok ? await lastAssistantText(api, event.targetSessionKey) : undefined;
+    const raw = finalReplies.take(event.targetSessionKey);
+    const reply = ok ? (raw ?? (await lastAssistantText(api, event.targetSessionKey))) : undefined;
     // With the native announce off this is the parent's only news of the child: one that cannot be
     // published now (connection down or reconnecting) is kept and retried by the runtime.
     await runtime.reportChildEnd({

@@ -3,19 +3,13 @@ import type { TurnOutcome } from "../wire/index.js";
 import type { PluginConfig } from "./config.js";
 import type { AgentEndEvent, PluginApi } from "./host-types.js";
 import type { MeshRuntime } from "./runtime.js";
+import { lastAssistantMessage } from "./transcript.js";
 
 /** OpenClaw's run outcomes (as `subagent_ended` names them, and `agent_end` where it says) onto `lastTurn.outcome`. */
 const RUN_OUTCOMES: Readonly<Record<string, TurnOutcome>> = { ok: "ok", done: "ok", error: "error", failed: "error", timeout: "timeout", killed: "interrupted", aborted: "interrupted" };
 
 /** The last assistant message of the attempt (`stopReason`, `errorMessage` as OpenClaw's transcript has them). */
-function lastAssistant(event: AgentEndEvent): { stopReason?: unknown; errorMessage?: unknown } | undefined {
-  const messages = event.messages ?? [];
-  for (let i = messages.length - 1; i >= 0; i--) {
-    const m = messages[i] as { role?: unknown } | null;
-    if (m && typeof m === "object" && m.role === "assistant") return m as { stopReason?: unknown; errorMessage?: unknown };
-  }
-  return undefined;
-}
+const lastAssistant = (event: AgentEndEvent) => lastAssistantMessage(event.messages);
 
 /**
  * How a turn went: an outcome OpenClaw names wins (a timed-out run is `timeout`, not an error),

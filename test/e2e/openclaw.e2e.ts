@@ -485,13 +485,10 @@ describe("clawmesh in real OpenClaw gateways", () => {
     }
   });
 
-  // Known gap (openclaw 2026.9.6): the plugin reads a child's last reply through
-  // api.runtime.subagent.getSessionMessages, i.e. the gateway's sessions.get, whose display
-  // projection suppresses control tokens; a child whose last reply is "Done. REPLY_SKIP" comes back
-  // with no reply text, so its completion is published as "finished without a reply" (action
-  // reply): the parent's model is told, and an idle parent is woken. Marked as failing until the
-  // plugin reads the raw transcript; it starts passing (and this marker fails) once fixed.
-  it.fails("skip tokens: a sessions_spawn child whose last reply is \"Done. REPLY_SKIP\" finishes silently for its parent", async () => {
+  // openclaw 2026.9.6's transcript read (api.runtime.subagent.getSessionMessages, the gateway's
+  // display projection) suppresses control tokens: a child whose last reply is "Done. REPLY_SKIP"
+  // reads as no reply there. The plugin takes the child's raw final answer from its agent_end.
+  it("skip tokens: a sessions_spawn child whose last reply is \"Done. REPLY_SKIP\" finishes silently for its parent", async () => {
     const key = "agent:main:main:thread:skipparent";
     const childEnd = nextWhere(`${PREFIX}.in.gw-a.gw-a.>`, (e) => e.to.session === "thread:skipparent" && e.kind === "task.complete");
     model.define("skipchild", () => ({ text: "Done. REPLY_SKIP" }));
