@@ -71,7 +71,13 @@ export interface TakeOptions {
  * surfaced without showing it (`silent`: a reply or completion whose action is `skip`, so the
  * model is told nothing); or park it.
  */
-type Verdict = { readonly show: InboxMessage } | { readonly skip: true } | { readonly silent: string } | { readonly park: ParkReason; readonly detail: string };
+type Verdict = { readonly show: InboxMessage; readonly key: string } | { readonly skip: true } | { readonly silent: string } | { readonly park: ParkReason; readonly detail: string };
+
+/** An inbox subject as `judge` needs it: its parts, and whether it is this session's inbox (undefined: not an inbox subject). */
+type SubjectVerdict = { readonly fromInstance: string; readonly kind: string; readonly mine: boolean } | undefined;
+
+/** Distinct subjects remembered per reader (a session sees few: one per sending instance and kind). */
+const SUBJECT_CACHE = 256;
 
 export class Inbox {
   private outstanding: HeldBatch | undefined;
@@ -82,6 +88,8 @@ export class Inbox {
   private knownPending = 0;
   /** The last confirm failed because the seen log refused its record (redeliveries are ours, not the messages'). */
   private seenRefused = false;
+  /** Parsed inbox subjects: every message of a batch usually shares one. */
+  private readonly subjects = new Map<string, SubjectVerdict>();
 
   private constructor(
     private readonly ctx: MeshContext,
@@ -141,12 +149,13 @@ export class Inbox {
       try {
         const shown: InboxMessage[] = [];
         const silent: string[] = [];
+        /** Surfacing keys of everything this batch records: shown and silent. */
         const ids = new Set<string>();
         for (const m of fetched) {
-          const v = await this.judge(m, ids);
+          const v = this.judge(m, ids);
           if ("show" in v) {
             shown.push(v.show);
-            ids.add(surfacingKey(v.show.from.instance, v.show.id));
+            ids.add(v.key);
           } else if ("silent" in v) {
             silent.push(v.silent);
             ids.add(v.silent);
@@ -155,7 +164,7 @@ export class Inbox {
           }
         }
         if (shown.length > 0) {
-          this.outstanding = new HeldBatch(this, shown, silent, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
+          this.outstanding = new HeldBatch(this, shown, ids, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
           return this.outstanding;
         }
         // Everything fetched was parked, already shown or silent: record the silent ones, settle, look further.
@@ -286,7 +295,21 @@ export class Inbox {
     return last !== null && last.seq > info.delivered.stream_seq ? 1 : 0;
   }
 
-  private async judge(m: JsMsg, batchIds: ReadonlySet<string>): Promise<Verdict> {
+  private subjectOf(raw: string): SubjectVerdict {
+    if (this.subjects.has(raw)) return this.subjects.get(raw);
+    const subject = this.ctx.names.parseInboxSubject(raw);
+    const s = this.session;
+    const v: SubjectVerdict = subject && {
+      fromInstance: subject.fromInstance,
+      kind: subject.kind,
+      mine: subject.toInstance === s.instance && subject.agent === s.agent && subject.channel === s.channel && subject.session === s.session,
+    };
+    if (this.subjects.size >= SUBJECT_CACHE) this.subjects.clear();
+    this.subjects.set(raw, v);
+    return v;
+  }
+
+  private judge(m: JsMsg, batchIds: ReadonlySet<string>): Verdict {
     const maxDeliveries = this.ctx.config.inbox.maxDeliveries;
     if (m.info.deliveryCount > maxDeliveries && !this.seenRefused) {
       return { park: "max_deliveries", detail: `delivered ${m.info.deliveryCount} times without being confirmed (limit ${maxDeliveries})` };
@@ -294,9 +317,9 @@ export class Inbox {
     const decoded = decodeEnvelope(m.data, this.ctx.messageLimit);
     if (!decoded.ok) return { park: decoded.error.code, detail: decoded.error.detail };
     const env = decoded.envelope;
-    const subject = this.ctx.names.parseInboxSubject(m.subject);
+    const subject = this.subjectOf(m.subject);
     const s = this.session;
-    if (!subject || subject.toInstance !== s.instance || subject.agent !== s.agent || subject.channel !== s.channel || subject.session !== s.session) {
+    if (!subject?.mine) {
       return { park: "bad_subject", detail: `subject ${m.subject} is not this session's inbox` };
     }
     if (env.from.instance !== subject.fromInstance) {
@@ -311,9 +334,10 @@ export class Inbox {
       return { park: "reserved_id", detail: `id '${env.id}' is reserved for ${reservedFor} messages, not ${env.kind}` };
     }
     const key = surfacingKey(subject.fromInstance, env.id);
-    if (this.seen.has(subject.fromInstance, env.id) || batchIds.has(key)) return { skip: true };
+    if (this.seen.hasKey(key, env.id) || batchIds.has(key)) return { skip: true };
     if (isSilentHandoff(env)) return { silent: key };
     return {
+      key,
       show: {
         id: env.id,
         kind: env.kind,
@@ -338,8 +362,8 @@ class HeldBatch implements InboxBatch {
   constructor(
     private readonly inbox: Inbox,
     readonly messages: readonly InboxMessage[],
-    /** Ids taken silently with this batch (skips): recorded with it, never shown. */
-    private readonly silent: readonly string[],
+    /** Surfacing keys of the batch: its messages and those taken silently with it (skips: recorded, never shown). */
+    private readonly keys: ReadonlySet<string>,
     private readonly held: readonly JsMsg[],
     readonly more: boolean,
     ackWaitMs: number,
@@ -353,14 +377,13 @@ class HeldBatch implements InboxBatch {
   }
 
   holds(fromInstance: string, id: string): boolean {
-    const key = surfacingKey(fromInstance, id);
-    return this.messages.some((m) => m.id === id && m.from.instance === fromInstance) || this.silent.includes(key);
+    return this.keys.has(surfacingKey(fromInstance, id));
   }
 
   async confirm(): Promise<void> {
     if (this.done) return;
     try {
-      await this.inbox.confirmBatch(this.held, [...this.messages.map((m) => surfacingKey(m.from.instance, m.id)), ...this.silent]);
+      await this.inbox.confirmBatch(this.held, [...this.keys]);
     } catch (err) {
       // Nothing was recorded or acknowledged: give the messages back so they are offered again.
       await this.release();

@@ -58,8 +58,10 @@ export interface SeenView {
 }
 
 export class SeenLog {
-  /** Envelope id -> when it was surfaced (epoch ms). */
-  private readonly ids = new Map<string, number>();
+  /** Surfacing key (or a bare id, in records from before keys named the sender) -> when it was surfaced (epoch ms). */
+  private ids = new Map<string, number>();
+  /** Whether any bare id was loaded: only then is a bare id worth looking up (an envelope id never holds `/`, a key always does). */
+  private bareIds = false;
   /** Highest inbox stream sequence fully handled; 0 when nothing was. */
   through = 0;
   /** Sequence of the last record on the session's subject this holder knows: its fencing position. */
@@ -111,7 +113,12 @@ export class SeenLog {
 
   /** Surfaced already? (Records written before keys named the sender hold the bare id.) */
   has(fromInstance: string, id: string): boolean {
-    return this.ids.has(surfacingKey(fromInstance, id)) || this.ids.has(id);
+    return this.hasKey(surfacingKey(fromInstance, id), id);
+  }
+
+  /** `has` for a surfacing key already built (`surfacingKey(fromInstance, id)`). */
+  hasKey(key: string, id: string): boolean {
+    return this.ids.has(key) || (this.bareIds && this.ids.has(id));
   }
 
   get size(): number {
@@ -124,21 +131,26 @@ export class SeenLog {
    * seen stream refused the write.
    */
   async append(ids: readonly string[], through: number | undefined): Promise<void> {
-    const now = Date.now();
+    const groups = [{ at: Date.now(), ids: [...ids] }];
     if (this.deltas >= MAX_DELTAS) {
-      this.apply([{ at: now, ids: [...ids] }], through);
-      await this.writeSnapshot();
+      await this.writeSnapshot(groups, through);
       return;
     }
     // No snapshot yet (a young log): readers start from the subject's first record.
-    const seq = await this.publish({ v: 1, kind: "delta", groups: [{ at: now, ids: [...ids] }], ...(through !== undefined && { through }), ...(this.base > 0 && { base: this.base }) }, false);
-    this.apply([{ at: now, ids: [...ids] }], through);
+    const seq = await this.publish({ v: 1, kind: "delta", groups, ...(through !== undefined && { through }), ...(this.base > 0 && { base: this.base }) }, false);
+    this.apply(groups, through);
     this.lastSeq = seq;
     this.deltas++;
   }
 
-  private apply(groups: readonly SeenGroup[], through: number | undefined): void {
-    for (const g of groups) for (const id of g.ids) this.ids.set(id, Math.max(this.ids.get(id) ?? 0, g.at));
+  private apply(groups: readonly SeenGroup[], through: number | undefined, into = this.ids): void {
+    for (const g of groups) {
+      for (const id of g.ids) {
+        const at = into.get(id);
+        if (at === undefined || at < g.at) into.set(id, g.at);
+        if (!this.bareIds && !id.includes("/")) this.bareIds = true;
+      }
+    }
     if (through !== undefined && through > this.through) this.through = through;
   }
 
@@ -178,50 +190,35 @@ export class SeenLog {
     return undefined;
   }
 
-  /** Write the whole state (pruned) as a snapshot: a rollup of the subject, fenced at `lastSeq`. */
-  private async writeSnapshot(): Promise<void> {
+  /**
+   * Write the whole state (pruned) plus `pending` as a snapshot: a rollup of the subject, fenced at
+   * `lastSeq`. The pending ids count as surfaced in this process only once the snapshot is stored:
+   * a snapshot that fails records nothing, and its batch comes back to be shown.
+   */
+  private async writeSnapshot(pending: readonly SeenGroup[] = [], pendingThrough?: number): Promise<void> {
     const horizon = Date.now() - this.ctx.config.retention.maxAgeMs - this.ctx.config.retention.duplicateWindowMs;
     for (const [id, at] of this.ids) if (at < horizon) this.ids.delete(id);
-    const parts = this.snapshotParts();
+    let next = this.ids;
+    if (pending.length > 0) {
+      next = new Map(this.ids);
+      for (const g of pending) for (const id of g.ids) next.set(id, Math.max(next.get(id) ?? 0, g.at));
+    }
+    const through = Math.max(this.through, pendingThrough ?? 0);
+    const parts = snapshotParts(next, Math.max(4096, Math.floor(this.ctx.serverMaxPayload / 4)));
     let first = 0;
     for (let i = 0; i < parts.length; i++) {
-      const seq = await this.publish({ v: 1, kind: "snapshot", part: i, of: parts.length, groups: parts[i]!, ...(i === 0 ? { through: this.through } : { base: first }) }, i === 0);
+      const seq = await this.publish({ v: 1, kind: "snapshot", part: i, of: parts.length, groups: parts[i]!, ...(i === 0 ? { through } : { base: first }) }, i === 0);
       if (i === 0) first = seq;
       this.lastSeq = seq;
+    }
+    if (pending.length > 0) {
+      this.ids = next;
+      this.apply(pending, pendingThrough);
     }
     this.base = first;
     this.deltas = 0;
   }
 
-  /** Ids grouped by surfacing time, split so no part comes near the server's max_payload. */
-  private snapshotParts(): SeenGroup[][] {
-    const budget = Math.max(4096, Math.floor(this.ctx.serverMaxPayload / 4));
-    const byTime = new Map<number, string[]>();
-    for (const [id, at] of this.ids) {
-      // Minute resolution is plenty for pruning by days.
-      const minute = at - (at % 60_000);
-      const list = byTime.get(minute);
-      if (list) list.push(id);
-      else byTime.set(minute, [id]);
-    }
-    const parts: SeenGroup[][] = [[]];
-    let size = 0;
-    for (const [at, ids] of byTime) {
-      for (const id of ids) {
-        const cost = id.length + 3;
-        if (size + cost > budget && size > 0) {
-          parts.push([]);
-          size = 0;
-        }
-        const part = parts.at(-1)!;
-        const group = part.at(-1);
-        if (group?.at === at) group.ids.push(id);
-        else part.push({ at, ids: [id] });
-        size += cost + (group?.at === at ? 0 : 24);
-      }
-    }
-    return parts;
-  }
 
   private async publish(record: object, rollup: boolean): Promise<number> {
     if (this.fenced) throw new LeaseLostError(sessionKeyOf(this.session));
@@ -242,4 +239,33 @@ export class SeenLog {
       throw err;
     }
   }
+}
+
+/** Ids grouped by surfacing time, split so no part's ids come near `budget` bytes. */
+function snapshotParts(ids: ReadonlyMap<string, number>, budget: number): SeenGroup[][] {
+  const byTime = new Map<number, string[]>();
+  for (const [id, at] of ids) {
+    // Minute resolution is plenty for pruning by days.
+    const minute = at - (at % 60_000);
+    const list = byTime.get(minute);
+    if (list) list.push(id);
+    else byTime.set(minute, [id]);
+  }
+  const parts: SeenGroup[][] = [[]];
+  let size = 0;
+  for (const [at, group] of byTime) {
+    for (const id of group) {
+      const cost = id.length + 3;
+      if (size + cost > budget && size > 0) {
+        parts.push([]);
+        size = 0;
+      }
+      const part = parts.at(-1)!;
+      const last = part.at(-1);
+      if (last?.at === at) last.ids.push(id);
+      else part.push({ at, ids: [id] });
+      size += cost + (last?.at === at ? 0 : 24);
+    }
+  }
+  return parts;
 }
