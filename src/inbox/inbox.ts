@@ -76,6 +76,16 @@ type Verdict = { readonly show: InboxMessage; readonly key: string } | { readonl
 /** An inbox subject as `judge` needs it: its parts, and whether it is this session's inbox (undefined: not an inbox subject). */
 type SubjectVerdict = { readonly fromInstance: string; readonly kind: string; readonly mine: boolean } | undefined;
 
+/** What a take decided so far about the messages of one fetch. */
+interface Judging {
+  readonly shown: InboxMessage[];
+  readonly silent: string[];
+  /** Surfacing keys of everything the batch records: shown and silent. */
+  readonly ids: Set<string>;
+  /** The first failure (a park that could not be written): the fetch is given back whole. */
+  failure: { readonly err: unknown } | undefined;
+}
+
 /** Distinct subjects remembered per reader (a session sees few: one per sending instance and kind). */
 const SUBJECT_CACHE = 256;
 
@@ -88,6 +98,13 @@ export class Inbox {
   private knownPending = 0;
   /** The last confirm failed because the seen log refused its record (redeliveries are ours, not the messages'). */
   private seenRefused = false;
+  /**
+   * The confirmation of the last batch's ack, still on its way (never rejects). A take that goes
+   * on fetching (the server said more is pending) sends its pull right behind the ack instead of
+   * waiting a round trip for it; a take that must ask the server what is deliverable, and close,
+   * wait for it first.
+   */
+  private acking: Promise<void> | undefined;
   /** Parsed inbox subjects: every message of a batch usually shares one. */
   private readonly subjects = new Map<string, SubjectVerdict>();
 
@@ -144,25 +161,14 @@ export class Inbox {
     if (!Number.isInteger(max) || max < 1 || max > MAX_BATCH) throw new InboxStateError(`max must be an integer from 1 to ${MAX_BATCH}`);
     await this.lease.ensureHeld();
     for (;;) {
-      const fetched = await this.fetchPending(max);
+      if (this.knownPending === 0) await this.ackConfirmed();
+      // Each message is judged as it arrives, while the server is still sending the rest.
+      const j: Judging = { shown: [], silent: [], ids: new Set(), failure: undefined };
+      const fetched = await this.fetchPending(max, (m) => this.judgeInto(m, j));
       if (fetched.length === 0) return emptyBatch;
       try {
-        const shown: InboxMessage[] = [];
-        const silent: string[] = [];
-        /** Surfacing keys of everything this batch records: shown and silent. */
-        const ids = new Set<string>();
-        for (const m of fetched) {
-          const v = this.judge(m, ids);
-          if ("show" in v) {
-            shown.push(v.show);
-            ids.add(v.key);
-          } else if ("silent" in v) {
-            silent.push(v.silent);
-            ids.add(v.silent);
-          } else if ("park" in v) {
-            await park(this.ctx, this.session, m, v.park, v.detail);
-          }
-        }
+        if (j.failure) throw j.failure.err;
+        const { shown, silent, ids } = j;
         if (shown.length > 0) {
           this.outstanding = new HeldBatch(this, shown, ids, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
           return this.outstanding;
@@ -177,6 +183,28 @@ export class Inbox {
         throw new MeshError("take_failed", `could not take the inbox of ${this.sessionKey} (${describe(err)}); nothing was acknowledged, the messages will be offered again`, { cause: err });
       }
     }
+  }
+
+  /** Judge one fetched message into `j`; never throws (a failure is kept in `j` and ends the judging). */
+  private judgeInto(m: JsMsg, j: Judging): Promise<void> | undefined {
+    if (j.failure) return undefined;
+    try {
+      const v = this.judge(m, j.ids);
+      if ("show" in v) {
+        j.shown.push(v.show);
+        j.ids.add(v.key);
+      } else if ("silent" in v) {
+        j.silent.push(v.silent);
+        j.ids.add(v.silent);
+      } else if ("park" in v) {
+        return park(this.ctx, this.session, m, v.park, v.detail).catch((err: unknown) => {
+          j.failure ??= { err };
+        });
+      }
+    } catch (err) {
+      j.failure = { err };
+    }
+    return undefined;
   }
 
   private giveBack(fetched: readonly JsMsg[]): void {
@@ -209,6 +237,7 @@ export class Inbox {
     if (this.closed) return;
     this.closed = true;
     if (this.outstanding) await this.outstanding.release();
+    await this.ackConfirmed();
     await this.lease.release();
   }
 
@@ -230,11 +259,25 @@ export class Inbox {
       throw err;
     }
     await this.opts.onRecorded?.(ids);
-    const confirmed = await last.ackAck().catch((err: unknown) => {
-      this.ctx.logger.warn({ err, session: this.sessionKey, seq: last.seq }, "ack not confirmed; already-recorded messages will be skipped on redelivery");
-      return false;
-    });
-    if (!confirmed) this.ctx.logger.warn({ session: this.sessionKey, seq: last.seq }, "ack not confirmed");
+    // Recorded: the ack may go. Its confirmation is awaited by whatever next needs it (above).
+    this.acking = last.ackAck().then(
+      (confirmed) => {
+        if (!confirmed) this.ackNotConfirmed(last.seq, undefined);
+      },
+      (err: unknown) => this.ackNotConfirmed(last.seq, err),
+    );
+  }
+
+  private ackNotConfirmed(seq: number, err: unknown): void {
+    // The batch may come back after its ack deadline; its messages are recorded, so it is skipped.
+    this.knownPending = 0;
+    this.ctx.logger.warn({ err, session: this.sessionKey, seq }, "ack not confirmed; already-recorded messages will be skipped on redelivery");
+  }
+
+  private async ackConfirmed(): Promise<void> {
+    const acking = this.acking;
+    this.acking = undefined;
+    await acking;
   }
 
   /** @internal Messages given back change what is pending: ask the server next time. */
@@ -247,14 +290,14 @@ export class Inbox {
     if (this.outstanding === batch) this.outstanding = undefined;
   }
 
-  private async fetchPending(max: number): Promise<JsMsg[]> {
+  private async fetchPending(max: number, onMessage: (m: JsMsg) => Promise<void> | undefined): Promise<JsMsg[]> {
     try {
-      return await this.fetchFrom(this.consumer, max);
+      return await this.fetchFrom(this.consumer, max, onMessage);
     } catch (err) {
       if (!isNotFound(err)) throw err;
       // Reaped while this reader was idle: recreate from the durable record and carry on.
       this.consumer = await ensureSessionConsumer(this.ctx, this.session, this.seen.through, false);
-      return this.fetchFrom(this.consumer, max);
+      return this.fetchFrom(this.consumer, max, onMessage);
     }
   }
 
@@ -262,9 +305,10 @@ export class Inbox {
    * Fetch up to `max` deliverable messages. Never comes back empty while something deliverable is
    * stored: the consumer's pending count can lag a publish the stream has already acknowledged,
    * and a pull can expire before a loaded server delivers, so an empty pull is asked again (within
-   * a bounded time) while the stream holds messages the consumer has not delivered.
+   * a bounded time) while the stream holds messages the consumer has not delivered. `onMessage`
+   * sees each message as it arrives and never throws.
    */
-  private async fetchFrom(consumer: Consumer, max: number): Promise<JsMsg[]> {
+  private async fetchFrom(consumer: Consumer, max: number, onMessage: (m: JsMsg) => Promise<void> | undefined): Promise<JsMsg[]> {
     const deadline = Date.now() + 3 * this.ctx.config.inbox.fetchExpiresMs;
     for (;;) {
       // The last fetched message says how many more were pending behind it: while that is known to
@@ -274,7 +318,11 @@ export class Inbox {
       const out: JsMsg[] = [];
       const iter = await consumer.fetch({ max_messages: Math.min(available, max), expires: this.ctx.config.inbox.fetchExpiresMs });
       try {
-        for await (const m of iter) out.push(m);
+        for await (const m of iter) {
+          out.push(m);
+          const judging = onMessage(m);
+          if (judging) await judging;
+        }
       } catch (err) {
         this.giveBack(out);
         throw err;
