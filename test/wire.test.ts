@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { PayloadTooLargeError } from "../src/index.js";
-import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, isPlainEnvelope, isPlainJson, type Envelope } from "../src/wire/index.js";
+import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, isPlainEnvelope, isPlainJson, isPlainSeenRecord, SeenRecordSchema, type Envelope } from "../src/wire/index.js";
 
 const base: Envelope = {
   v: 1,
@@ -87,6 +87,24 @@ describe("the fast JSON check of a send's body", () => {
   });
 });
 
+/**
+ * A hand-written check that stands in for a schema on a hot path: whatever it accepts, the schema
+ * accepts and outputs unchanged. It must also say yes often enough for the property to mean something.
+ */
+function agreesWithSchema(values: fc.Arbitrary<unknown>, fast: (v: unknown) => boolean, schema: z.ZodType, runs: number): void {
+  let accepted = 0;
+  fc.assert(
+    fc.property(values, (v) => {
+      if (!fast(v)) return true;
+      accepted++;
+      const parsed = schema.safeParse(v);
+      return parsed.success && JSON.stringify(parsed.data) === JSON.stringify(v);
+    }),
+    { numRuns: runs },
+  );
+  expect(accepted).toBeGreaterThan(200);
+}
+
 describe("the fast envelope check of a read", () => {
   /** Mostly `valid`, sometimes `other`: each field is valid often enough for whole envelopes to be. */
   const usually = <T, U>(valid: fc.Arbitrary<T>, other: fc.Arbitrary<U>) => fc.oneof({ weight: 12, arbitrary: valid }, { weight: 1, arbitrary: other });
@@ -128,18 +146,7 @@ describe("the fast envelope check of a read", () => {
     .map(present);
 
   it("accepts only what the schema accepts, and outputs what the schema outputs", () => {
-    let accepted = 0;
-    fc.assert(
-      fc.property(candidate, (e) => {
-        if (!isPlainEnvelope(e)) return true;
-        accepted++;
-        const parsed = EnvelopeSchema.safeParse(e);
-        return parsed.success && JSON.stringify(parsed.data) === JSON.stringify(e);
-      }),
-      { numRuns: 20_000 },
-    );
-    // The property says something only if the fast check says yes often enough.
-    expect(accepted).toBeGreaterThan(200);
+    agreesWithSchema(candidate, isPlainEnvelope, EnvelopeSchema, 20_000);
   });
 
   it("accepts every envelope the mesh writes without an origin", () => {
@@ -147,5 +154,31 @@ describe("the fast envelope check of a read", () => {
     expect(isPlainEnvelope({ ...base, correlationId: "c", taskId: "t", action: "skip", from: { ...base.from, run: "r", thread: "t" }, later: 1 })).toBe(true);
     expect(isPlainEnvelope({ ...base, origin: { channel: "telegram", to: "1", session: base.from } })).toBe(false);
     expect(isPlainEnvelope({ ...base, body: Number.POSITIVE_INFINITY })).toBe(false);
+  });
+});
+
+describe("the fast check of a seen-log record", () => {
+  const usually = <T, U>(valid: fc.Arbitrary<T>, other: fc.Arbitrary<U>) => fc.oneof({ weight: 10, arbitrary: valid }, { weight: 1, arbitrary: other });
+  const ABSENT = Symbol("absent");
+  const junk = fc.oneof(fc.constant(null), fc.constant(-1), fc.constant(1.5), fc.constant(2 ** 60), fc.string({ maxLength: 3 }), fc.constant([]), fc.constant({}));
+  const present = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== ABSENT));
+  const count = fc.oneof({ weight: 3, arbitrary: fc.constant(ABSENT) }, { weight: 3, arbitrary: fc.nat() }, { weight: 1, arbitrary: junk });
+  const group = fc.record({ at: usually(fc.nat(), junk), ids: usually(fc.array(usually(fc.string({ maxLength: 12 }), junk), { maxLength: 6 }), junk) });
+  const record = fc
+    .record({
+      v: usually(fc.constant(1), fc.constantFrom(2, ABSENT)),
+      kind: usually(fc.constantFrom("delta", "snapshot"), fc.constantFrom("other", ABSENT)),
+      groups: usually(fc.array(group, { maxLength: 4 }), fc.constantFrom(ABSENT, null)),
+      through: count,
+      base: count,
+      part: count,
+      of: count,
+      ids: fc.oneof({ weight: 8, arbitrary: fc.constant(ABSENT) }, { weight: 1, arbitrary: fc.array(fc.string()) }),
+      at: fc.oneof({ weight: 8, arbitrary: fc.constant(ABSENT) }, { weight: 1, arbitrary: fc.string() }),
+    })
+    .map(present);
+
+  it("accepts only what the schema accepts, as the schema reads it", () => {
+    agreesWithSchema(record, isPlainSeenRecord, SeenRecordSchema, 10_000);
   });
 });

@@ -22,11 +22,16 @@ import { sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { LeaseLostError, MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { ApiCodes, apiCode, isRevisionConflict } from "../transport/js-errors.js";
-import { SeenRecordSchema, type SeenGroup } from "../wire/index.js";
+import { isPlainSeenRecord, SeenRecordSchema, type SeenGroup } from "../wire/index.js";
 
 /** Deltas after which the next write is a snapshot (bounds what opening a session reads). */
 export const MAX_DELTAS = 64;
-/** Deltas above which opening compacts (its fence is a snapshot), so the next open reads few records. */
+/**
+ * Deltas above which opening compacts (its fence is a snapshot), so the next open reads few
+ * records; unless the deltas hold fewer than a quarter as many ids as the snapshot: rewriting a
+ * long history (100k ids: about 4 MB) costs far more than reading up to MAX_DELTAS small records,
+ * and the MAX_DELTAS-th write compacts anyway.
+ */
 const OPEN_COMPACT_DELTAS = 8;
 /** Attempts to fence at open while a previous holder's last writes are still landing. */
 const FENCE_ATTEMPTS = 8;
@@ -68,6 +73,9 @@ export class SeenLog {
   private lastSeq = 0;
   private base = 0;
   private deltas = 0;
+  /** Ids in the deltas since the snapshot, and in the snapshot (as loaded): what compacting at open weighs. */
+  private deltaIds = 0;
+  private snapshotIds = 0;
   private fenced = false;
   private readonly subject: string;
   private readonly stream: string;
@@ -90,7 +98,7 @@ export class SeenLog {
       const log = new SeenLog(ctx, session);
       await log.load();
       try {
-        if (log.deltas > OPEN_COMPACT_DELTAS) await log.writeSnapshot();
+        if (log.deltas > OPEN_COMPACT_DELTAS && log.deltaIds * 4 >= log.snapshotIds) await log.writeSnapshot();
         else await log.append([], undefined);
         return log;
       } catch (err) {
@@ -168,8 +176,16 @@ export class SeenLog {
         this.ids.clear();
         this.base = m.seq;
         this.deltas = 0;
+        this.deltaIds = 0;
+        this.snapshotIds = 0;
       } else if (r?.kind === "delta") {
         this.deltas++;
+      }
+      if (r) {
+        let n = 0;
+        for (const g of r.groups) n += g.ids.length;
+        if (r.kind === "delta") this.deltaIds += n;
+        else this.snapshotIds += n;
       }
       if (r) this.apply(r.groups, r.through);
       cursor = m.seq + 1;
@@ -184,6 +200,7 @@ export class SeenLog {
     } catch {
       json = undefined;
     }
+    if (isPlainSeenRecord(json)) return json;
     const r = SeenRecordSchema.safeParse(json);
     if (r.success) return r.data;
     this.ctx.logger.warn({ session: sessionKeyOf(this.session), seq: m.seq }, "skipping an unreadable surfaced-id record");
