@@ -13,11 +13,13 @@
  * - server RSS (VmRSS of the nats-server process) empty, after registering, at the end;
  * - server consumers on the inbox stream and on the session bucket's stream, before the opens
  *   and at the end (after the runs are closed);
- * - server memory per idle session: (RSS registered - RSS empty) / N for a registry record, then
- *   the RSS growth from giving every session not opened above what an idle session holds besides
- *   its record, one inbox message and one seen record (a delta naming it), written straight to
- *   the streams (256 in flight; idle sessions hold no consumer), divided by their count. RSS is
- *   read right after the writes, so the file store's block caches are in it: an upper bound;
+ * - server memory per idle session: every session not opened above is given what an idle session
+ *   holds besides its record, one inbox message and one seen record (a delta naming it), written
+ *   straight to the streams (256 in flight); the opened runs' consumers are deleted (as the server
+ *   reaps them when idle), the server is stopped and started again on its store, and (RSS after
+ *   the restart - RSS of the fresh empty server) / N is the memory an idle session costs it. The
+ *   RSS read right after writes holds the heap's garbage and block caches (it even shrank while
+ *   the writes ran): a restart leaves only what the server keeps for the data;
  * - opening a run of a session with a history of N surfaced messages (N = the size; the 100k column
  *   is the "100k-record history"): N messages sent to it and taken and confirmed through the
  *   mesh (1000 a batch), then HISTORY_OPENS runs opened one at a time, each with a first take
@@ -35,6 +37,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { Kvm } from "@nats-io/kv";
+import type { Status } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { Mesh, sessionKeyOf, type MeshSession, type SessionAddress } from "../src/index.js";
 import { MeshInspector } from "../src/testing/index.js";
@@ -75,7 +78,7 @@ interface SizeResult {
   listMs: number[];
   sweepMs: number[];
   listed?: number;
-  rssMiB: { empty?: number; registered?: number; end?: number; beforeIdle?: number; afterIdle?: number };
+  rssMiB: { empty?: number; registered?: number; end?: number; idleRestarted?: number };
   /** Sessions given an idle session's message and seen record. */
   idleSessions?: number;
   history?: { messages: number; fillMs: number; openMs: number[]; firstTakeMs: number[]; seenRecords: number };
@@ -88,6 +91,11 @@ interface SizeResult {
 const keyOf = (i: number) => `agent:w${i % 50}:scale:s${i}`;
 /** The session the idle sessions' and the history session's messages come from. */
 const SENDER = "agent:sender:scale:x";
+
+/** Resolves at the connection's next reconnect (the status iterator is stopped then). */
+async function reconnected(status: AsyncIterable<Status>): Promise<void> {
+  for await (const s of status) if (s.type === "reconnect") return;
+}
 
 async function runSize(size: number): Promise<SizeResult> {
   const started = performance.now();
@@ -214,7 +222,6 @@ async function runSize(size: number): Promise<SizeResult> {
       result.consumers.bucketAfter = await step("consumers after", bucketConsumers);
       result.rssMiB.end = rssMiB(server.pid);
 
-      result.rssMiB.beforeIdle = rssMiB(server.pid);
       await step("idle sessions", async () => {
         const at = Date.now();
         let next = OPENS;
@@ -229,9 +236,16 @@ async function runSize(size: number): Promise<SizeResult> {
           }),
         );
         result.idleSessions = size - OPENS;
+        // The opened runs are closed: their consumers go as the server's idle reaping would take them.
+        const stream = ins.names.inboxStream(INSTANCE);
+        for (let i = 0; i < OPENS; i++) await ins.jsm.consumers.delete(stream, ins.names.sessionConsumer(mesh.address(keyOf(i))));
+        const back = [reconnected(mesh.status()), reconnected(ins.nc.status())];
+        await server.stop();
+        await server.restart();
+        await Promise.all(back);
+        result.rssMiB.idleRestarted = rssMiB(server.pid);
       });
-      result.rssMiB.afterIdle = rssMiB(server.pid);
-      log(`idle state for ${result.idleSessions} sessions: server RSS ${result.rssMiB.beforeIdle.toFixed(0)} -> ${result.rssMiB.afterIdle.toFixed(0)} MiB`);
+      log(`${size} idle sessions: server RSS ${result.rssMiB.idleRestarted!.toFixed(0)} MiB after a restart`);
 
       await step("history", async () => {
         const key = "agent:history:scale:h";
@@ -313,11 +327,7 @@ const mib = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? "?"
 /** KiB per item of an RSS growth in MiB. */
 const kibEach = (from: number | undefined, to: number | undefined, n: number) => (from === undefined || to === undefined || Number.isNaN(from) || Number.isNaN(to) ? Number.NaN : ((to - from) * 1024) / n);
 const kib = (x: number) => (Number.isNaN(x) ? "?" : x.toFixed(1));
-function idleCost(r: SizeResult): string {
-  const record = kibEach(r.rssMiB.empty, r.rssMiB.registered, r.size);
-  const rest = kibEach(r.rssMiB.beforeIdle, r.rssMiB.afterIdle, r.idleSessions!);
-  return `${kib(record + rest)} KiB (record ${kib(record)} + message and seen record ${kib(rest)})`;
-}
+const idleCost = (r: SizeResult) => `${kib(kibEach(r.rssMiB.empty, r.rssMiB.idleRestarted, r.size))} KiB (RSS ${mib(r.rssMiB.empty)} empty, ${mib(r.rssMiB.idleRestarted)} MiB restarted with them)`;
 const count = (x: Consumers | undefined) => (x === undefined ? "?" : x.ephemeral === 0 ? `${x.durable}` : `${x.durable + x.ephemeral} (${x.ephemeral} ephemeral)`);
 
 const rows: [string, (r: SizeResult) => string][] = [
@@ -327,7 +337,7 @@ const rows: [string, (r: SizeResult) => string][] = [
   ["sessions.list() all, first / last", (r) => cell(r, "list", () => rounds(r.listMs))],
   ["janitor sweep, first / last", (r) => cell(r, "sweep", () => rounds(r.sweepMs))],
   ["server RSS empty / registered / end", (r) => `${mib(r.rssMiB.empty)} / ${mib(r.rssMiB.registered)} / ${mib(r.rssMiB.end)} MiB`],
-  ["server memory per idle session (RSS growth)", (r) => cell(r, "idle sessions", () => idleCost(r))],
+  ["server memory per idle session (after a restart)", (r) => cell(r, "idle sessions", () => idleCost(r))],
   [`open a run, history of N surfaced: p50 / max of ${HISTORY_OPENS}`, (r) => cell(r, "history", () => `${ms(quantile(r.history!.openMs, 0.5))} / ${ms(Math.max(...r.history!.openMs))} ms (first / last ${ms(r.history!.openMs[0]!)} / ${ms(r.history!.openMs.at(-1)!)})`)],
   ["  its first take (nothing pending), p50", (r) => cell(r, "history", () => `${ms(quantile(r.history!.firstTakeMs, 0.5))} ms`)],
   ["  history: fill (send, take, confirm) / seen records", (r) => cell(r, "history", () => `${for_(r.history!.fillMs)} / ${r.history!.seenRecords}`)],
