@@ -12,7 +12,19 @@
  *   to BENCH_SCALE_ROUNDS rounds each (first and last round, and their drift: last / first);
  * - server RSS (VmRSS of the nats-server process) empty, after registering, at the end;
  * - server consumers on the inbox stream and on the session bucket's stream, before the opens
- *   and at the end (after the runs are closed).
+ *   and at the end (after the runs are closed);
+ * - server memory per idle session: every session not opened above is given what an idle session
+ *   holds besides its record, one inbox message and one seen record (a delta naming it), written
+ *   straight to the streams (256 in flight); the opened runs' consumers are deleted (as the server
+ *   reaps them when idle), the server is stopped and started again on its store, and (RSS after
+ *   the restart - RSS of the fresh empty server) / N is the memory an idle session costs it. The
+ *   RSS read right after writes holds the heap's garbage and block caches (it even shrank while
+ *   the writes ran): a restart leaves only what the server keeps for the data;
+ * - opening a run of a session with a history of N surfaced messages (N = the size; the 100k column
+ *   is the "100k-record history"): N messages sent to it and taken and confirmed through the
+ *   mesh (1000 a batch), then HISTORY_OPENS runs opened one at a time, each with a first take
+ *   (nothing pending) and a close: open p50 / max, first take p50, and the seen-log records the
+ *   open read.
  *
  * Bounded: each size has BENCH_SCALE_BUDGET_S seconds. A step still running at the deadline is
  * cut off (its connections are closed) and it and the later steps print "skipped (over N s)";
@@ -25,10 +37,11 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { Kvm } from "@nats-io/kv";
+import type { Status } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { Mesh, sessionKeyOf, type MeshSession, type SessionAddress } from "../src/index.js";
 import { MeshInspector } from "../src/testing/index.js";
-import { SessionRecordSchema } from "../src/wire/index.js";
+import { SeenRecordSchema, SessionRecordSchema } from "../src/wire/index.js";
 import { DRIFT_LIMIT, installFailureGuards, median, printTable, quantile, rssMiB, settle, withServer } from "./harness.js";
 
 installFailureGuards();
@@ -37,6 +50,8 @@ const SIZES = (process.env.BENCH_SCALE_SIZES ?? "1000,10000,100000").split(",").
 const BUDGET_S = Number(process.env.BENCH_SCALE_BUDGET_S ?? 300);
 const ROUNDS = Number(process.env.BENCH_SCALE_ROUNDS ?? 3);
 const OPENS = 50;
+/** Runs opened, one at a time, on the session with a long history. */
+const HISTORY_OPENS = 10;
 const WRITES_IN_FLIGHT = 256;
 const INSTANCE = "scale";
 const for_ = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
@@ -63,7 +78,10 @@ interface SizeResult {
   listMs: number[];
   sweepMs: number[];
   listed?: number;
-  rssMiB: { empty?: number; registered?: number; end?: number };
+  rssMiB: { empty?: number; registered?: number; end?: number; idleRestarted?: number };
+  /** Sessions given an idle session's message and seen record. */
+  idleSessions?: number;
+  history?: { messages: number; fillMs: number; openMs: number[]; firstTakeMs: number[]; seenRecords: number };
   consumers: { inboxBefore?: Consumers; inboxAfter?: Consumers; bucketBefore?: Consumers; bucketAfter?: Consumers };
   skippedFrom?: string;
   totalMs: number;
@@ -71,6 +89,13 @@ interface SizeResult {
 
 /** A session key per index: 50 agents, one channel, one session each. */
 const keyOf = (i: number) => `agent:w${i % 50}:scale:s${i}`;
+/** The session the idle sessions' and the history session's messages come from. */
+const SENDER = "agent:sender:scale:x";
+
+/** Resolves at the connection's next reconnect (the status iterator is stopped then). */
+async function reconnected(status: AsyncIterable<Status>): Promise<void> {
+  for await (const s of status) if (s.type === "reconnect") return;
+}
 
 async function runSize(size: number): Promise<SizeResult> {
   const started = performance.now();
@@ -84,7 +109,8 @@ async function runSize(size: number): Promise<SizeResult> {
     const prefix = `s${size}`;
     // Quiet once a size is cut off: closing its runs on the closed connection only fails.
     const logger = pino({ name: "clawmesh", level: process.env.CLAWMESH_LOG_LEVEL ?? "warn" });
-    const mesh = await Mesh.connect({ servers: server.url, prefix, instance: INSTANCE, logger });
+    // The inbox holds one message per idle session and the history session's `size` messages.
+    const mesh = await Mesh.connect({ servers: server.url, prefix, instance: INSTANCE, logger, retention: { maxMessages: 2 * size + 10_000 } });
     const ins = await MeshInspector.connect(server.url, prefix);
     const runs: MeshSession[] = [];
     let cut = false;
@@ -195,6 +221,76 @@ async function runSize(size: number): Promise<SizeResult> {
       result.consumers.inboxAfter = await step("consumers after", inboxConsumers);
       result.consumers.bucketAfter = await step("consumers after", bucketConsumers);
       result.rssMiB.end = rssMiB(server.pid);
+
+      await step("idle sessions", async () => {
+        const at = Date.now();
+        let next = OPENS;
+        await Promise.all(
+          Array.from({ length: WRITES_IN_FLIGHT }, async () => {
+            while (next < size && !cut) {
+              const address = mesh.address(keyOf(next++));
+              const sent = await mesh.send({ from: SENDER, to: address, body: "idle" });
+              const record = SeenRecordSchema.parse({ v: 1, kind: "delta", groups: [{ at, ids: [`${INSTANCE}/${sent.id}`] }], through: sent.seq });
+              await ins.js.publish(ins.names.seenSubject(address), JSON.stringify(record), { expect: { lastSubjectSequence: 0 } });
+            }
+          }),
+        );
+        result.idleSessions = size - OPENS;
+        // The opened runs are closed: their consumers go as the server's idle reaping would take them.
+        const stream = ins.names.inboxStream(INSTANCE);
+        for (let i = 0; i < OPENS; i++) await ins.jsm.consumers.delete(stream, ins.names.sessionConsumer(mesh.address(keyOf(i))));
+        const back = [reconnected(mesh.status()), reconnected(ins.nc.status())];
+        await server.stop();
+        await server.restart();
+        await Promise.all(back);
+        result.rssMiB.idleRestarted = rssMiB(server.pid);
+      });
+      log(`${size} idle sessions: server RSS ${result.rssMiB.idleRestarted!.toFixed(0)} MiB after a restart`);
+
+      await step("history", async () => {
+        const key = "agent:history:scale:h";
+        const t0 = performance.now();
+        let next = 0;
+        await Promise.all(
+          Array.from({ length: WRITES_IN_FLIGHT }, async () => {
+            while (next < size && !cut) {
+              next++;
+              await mesh.send({ from: SENDER, to: key, body: "history" });
+            }
+          }),
+        );
+        const inbox = await mesh.sessions.openInbox(key);
+        try {
+          for (let got = 0; got < size; ) {
+            const batch = await inbox.take({ max: 1000 });
+            if (batch.messages.length === 0) throw new Error(`the history session gave ${got} of ${size} messages`);
+            got += batch.messages.length;
+            await batch.confirm();
+          }
+        } finally {
+          await inbox.close();
+        }
+        const fillMs = performance.now() - t0;
+        const openMs: number[] = [];
+        const firstTakeMs: number[] = [];
+        for (let i = 0; i < HISTORY_OPENS; i++) {
+          const t1 = performance.now();
+          const run = await mesh.sessions.open(key);
+          const t2 = performance.now();
+          try {
+            const batch = await run.take({ max: 1000 });
+            if (batch.messages.length > 0) throw new Error(`a run of the history session was shown ${batch.messages.length} surfaced messages again`);
+          } finally {
+            firstTakeMs.push(performance.now() - t2);
+            await run.close();
+          }
+          openMs.push(t2 - t1);
+        }
+        const subject = ins.names.seenSubject(mesh.address(key));
+        const info = await ins.jsm.streams.info(ins.names.seenStream(INSTANCE), { subjects_filter: subject });
+        result.history = { messages: size, fillMs, openMs, firstTakeMs, seenRecords: info.state.subjects?.[subject] ?? 0 };
+      });
+      log(`history of ${size}: open p50 ${ms(quantile(result.history!.openMs, 0.5))} ms`);
     } catch (err) {
       if (!(err instanceof OverBudget)) throw err;
       result.rssMiB.end ??= rssMiB(server.pid);
@@ -219,7 +315,7 @@ for (const size of SIZES) {
 }
 
 const skipped = `skipped (over ${BUDGET_S} s)`;
-const order = ["register", "consumers before", "open", "list", "sweep", "close runs", "consumers after"];
+const order = ["register", "consumers before", "open", "list", "sweep", "close runs", "consumers after", "idle sessions", "history"];
 /** A cell, or "skipped" when the size was cut off at or before `stepName`. */
 const cell = (r: SizeResult, stepName: string, value: () => string) => {
   if (r.skippedFrom !== undefined && order.indexOf(r.skippedFrom) <= order.indexOf(stepName)) return skipped;
@@ -228,6 +324,10 @@ const cell = (r: SizeResult, stepName: string, value: () => string) => {
 const driftOf = (xs: readonly number[]) => (xs.length < 2 ? "n/a" : `${(xs.at(-1)! / xs[0]!).toFixed(2)}${xs.at(-1)! / xs[0]! > DRIFT_LIMIT ? "!" : ""}`);
 const rounds = (xs: readonly number[]) => `${ms(xs[0]!)} / ${ms(xs.at(-1)!)} ms (${xs.length} rounds, drift ${driftOf(xs)})`;
 const mib = (x: number | undefined) => (x === undefined || Number.isNaN(x) ? "?" : x.toFixed(0));
+/** KiB per item of an RSS growth in MiB. */
+const kibEach = (from: number | undefined, to: number | undefined, n: number) => (from === undefined || to === undefined || Number.isNaN(from) || Number.isNaN(to) ? Number.NaN : ((to - from) * 1024) / n);
+const kib = (x: number) => (Number.isNaN(x) ? "?" : x.toFixed(1));
+const idleCost = (r: SizeResult) => `${kib(kibEach(r.rssMiB.empty, r.rssMiB.idleRestarted, r.size))} KiB (RSS ${mib(r.rssMiB.empty)} empty, ${mib(r.rssMiB.idleRestarted)} MiB restarted with them)`;
 const count = (x: Consumers | undefined) => (x === undefined ? "?" : x.ephemeral === 0 ? `${x.durable}` : `${x.durable + x.ephemeral} (${x.ephemeral} ephemeral)`);
 
 const rows: [string, (r: SizeResult) => string][] = [
@@ -237,6 +337,10 @@ const rows: [string, (r: SizeResult) => string][] = [
   ["sessions.list() all, first / last", (r) => cell(r, "list", () => rounds(r.listMs))],
   ["janitor sweep, first / last", (r) => cell(r, "sweep", () => rounds(r.sweepMs))],
   ["server RSS empty / registered / end", (r) => `${mib(r.rssMiB.empty)} / ${mib(r.rssMiB.registered)} / ${mib(r.rssMiB.end)} MiB`],
+  ["server memory per idle session (after a restart)", (r) => cell(r, "idle sessions", () => idleCost(r))],
+  [`open a run, history of N surfaced: p50 / max of ${HISTORY_OPENS}`, (r) => cell(r, "history", () => `${ms(quantile(r.history!.openMs, 0.5))} / ${ms(Math.max(...r.history!.openMs))} ms (first / last ${ms(r.history!.openMs[0]!)} / ${ms(r.history!.openMs.at(-1)!)})`)],
+  ["  its first take (nothing pending), p50", (r) => cell(r, "history", () => `${ms(quantile(r.history!.firstTakeMs, 0.5))} ms`)],
+  ["  history: fill (send, take, confirm) / seen records", (r) => cell(r, "history", () => `${for_(r.history!.fillMs)} / ${r.history!.seenRecords}`)],
   ["inbox stream consumers before / after", (r) => `${count(r.consumers.inboxBefore)} / ${count(r.consumers.inboxAfter)}`],
   ["session bucket consumers before / after", (r) => `${count(r.consumers.bucketBefore)} / ${count(r.consumers.bucketAfter)}`],
   ["wall time for the size", (r) => for_(r.totalMs)],

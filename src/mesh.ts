@@ -201,6 +201,7 @@ export class Mesh {
     await this.admin.stop();
     await this.#core.notifier.stop();
     this.#core.ctx.ingest.close();
+    this.#core.ctx.connection.close();
     if (this.#ownsConnection) await this.#core.ctx.nc.close();
   }
 }

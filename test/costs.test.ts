@@ -3,7 +3,9 @@
  * (or even create) a server consumer. Sessions hold their own (a durable inbox consumer and a live
  * watcher while a run is open); delegations, completions, watches and lookups hold none.
  */
+import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
+import { Mesh } from "../src/index.js";
 import { inspect, takeAll, uniquePrefix } from "./harness/mesh.js";
 import { useServer } from "./harness/suite.js";
 import { scriptedAgent } from "./harness/agents.js";
@@ -55,4 +57,18 @@ describe("per-operation server cost", () => {
     advisories.unsubscribe();
     await boss.close();
   }, 120_000);
+
+  it("leaves no status reader on a connection its caller keeps, once an attached mesh is closed", async () => {
+    const nc = await connect({ servers: suite.server.url });
+    suite.cleanup(() => nc.close());
+    // White-box: the client's list of status readers (one per nc.status() still iterated).
+    const readers = () => (nc as unknown as { protocol: { listeners: unknown[] } }).protocol.listeners.length;
+    const before = readers();
+    for (let i = 0; i < 3; i++) {
+      const m = await Mesh.attach(nc, { instance: "gw1", prefix: uniquePrefix() });
+      expect(readers()).toBeGreaterThan(before);
+      await m.close();
+    }
+    await until(async () => (readers() === before ? true : undefined), "the attached meshes' status readers to be gone");
+  });
 });

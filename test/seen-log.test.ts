@@ -67,4 +67,27 @@ describe("surfaced-id log", () => {
     expect(await m.parked.list()).toEqual([]);
     await inbox.close();
   });
+
+  it("a snapshot the seen stream refuses records nothing: the batch comes back and is shown again", async () => {
+    const prefix = uniquePrefix();
+    // Room for this session's fence and MAX_DELTAS - 1 deltas: the next write, a snapshot, is refused.
+    const m = await suite.mesh(prefix, "gw1", { retention: { seenMaxMessages: MAX_DELTAS } });
+    const key = "agent:b:main";
+    const inbox = await m.sessions.openInbox(key);
+    for (let i = 1; i < MAX_DELTAS; i++) {
+      await m.send({ from: "agent:a:main", to: key, body: i });
+      const b = await inbox.take();
+      expect(b.messages).toHaveLength(1);
+      await b.confirm();
+    }
+    const last = (await m.send({ from: "agent:a:main", to: key, body: "at the snapshot" })).id;
+    const b = await inbox.take();
+    expect(b.messages.map((x) => x.id)).toEqual([last]);
+    await expect(b.confirm()).rejects.toBeInstanceOf(SeenLogRefusedError);
+    expect(inbox.surfaced("gw1", last)).toBe(false);
+    const again = await inbox.take();
+    expect(again.messages.map((x) => x.id)).toEqual([last]);
+    await again.release();
+    await inbox.close();
+  });
 });

@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { PayloadTooLargeError } from "../src/index.js";
-import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, isPlainJson, type Envelope } from "../src/wire/index.js";
+import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, isPlainEnvelope, isPlainJson, isPlainSeenRecord, SeenRecordSchema, type Envelope } from "../src/wire/index.js";
 
 const base: Envelope = {
   v: 1,
@@ -84,5 +84,101 @@ describe("the fast JSON check of a send's body", () => {
     let deep: unknown = 1;
     for (let i = 0; i < 100_000; i++) deep = [deep];
     expect(isPlainJson(deep)).toBe(false);
+  });
+});
+
+/**
+ * A hand-written check that stands in for a schema on a hot path: whatever it accepts, the schema
+ * accepts and outputs unchanged. It must also say yes often enough for the property to mean something.
+ */
+function agreesWithSchema(values: fc.Arbitrary<unknown>, fast: (v: unknown) => boolean, schema: z.ZodType, runs: number): void {
+  let accepted = 0;
+  fc.assert(
+    fc.property(values, (v) => {
+      if (!fast(v)) return true;
+      accepted++;
+      const parsed = schema.safeParse(v);
+      return parsed.success && JSON.stringify(parsed.data) === JSON.stringify(v);
+    }),
+    { numRuns: runs },
+  );
+  expect(accepted).toBeGreaterThan(200);
+}
+
+describe("the fast envelope check of a read", () => {
+  /** Mostly `valid`, sometimes `other`: each field is valid often enough for whole envelopes to be. */
+  const usually = <T, U>(valid: fc.Arbitrary<T>, other: fc.Arbitrary<U>) => fc.oneof({ weight: 12, arbitrary: valid }, { weight: 1, arbitrary: other });
+  const junk = fc.oneof(fc.constant(null), fc.integer(), fc.boolean(), fc.constant([]), fc.constant({}));
+  const mostly = <T>(a: fc.Arbitrary<T>) => usually(a, junk);
+  /** A field left out (JSON has no undefined) three times in four. */
+  const ABSENT = Symbol("absent");
+  const rarely = <T>(a: fc.Arbitrary<T>) => fc.oneof({ weight: 3, arbitrary: fc.constant(ABSENT) }, { weight: 1, arbitrary: mostly(a) });
+  const present = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== ABSENT));
+
+  const id = usually(fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/), fc.string({ maxLength: 70 }));
+  const word = fc.stringMatching(/^[a-z][a-z0-9_-]{0,6}$/);
+  const kind = usually(fc.array(word, { minLength: 1, maxLength: 4 }).map((w) => w.join(".")), fc.oneof(fc.array(word, { minLength: 5, maxLength: 5 }).map((w) => w.join(".")), fc.string({ maxLength: 12 })));
+  const addressId = usually(fc.stringMatching(/^[a-z0-9][a-z0-9_-]{0,8}$/), fc.constantFrom("", "A", "-x", "x".repeat(64), "x".repeat(65)));
+  const text = (max: number) => usually(fc.string({ minLength: 1, maxLength: 8 }), fc.constantFrom("", "x".repeat(max), "x".repeat(max + 1)));
+  const address = fc
+    .record({ instance: mostly(addressId), agent: mostly(addressId), channel: mostly(text(256)), session: mostly(usually(fc.string({ maxLength: 8 }), fc.constant("x".repeat(257)))), run: rarely(text(256)), thread: rarely(text(256)), extra: rarely(fc.string()) })
+    .map(present);
+  const sentAt = usually(
+    fc.oneof(fc.date({ min: new Date(0), max: new Date(4e12), noInvalidDate: true }).map((d) => d.toISOString()), fc.constantFrom("2026-11-21T10:00:00+02:00", "2024-02-29T10:00:00.1Z")),
+    fc.constantFrom("2026-11-21T10:00:00", "2026-02-29T10:00:00Z", "yesterday", ""),
+  );
+  const candidate = fc
+    .record({
+      v: usually(fc.constant(1), fc.constantFrom(2, "1", null, ABSENT)),
+      id: usually(mostly(id), fc.constant(ABSENT)),
+      kind: usually(mostly(kind), fc.constant(ABSENT)),
+      from: usually(mostly(address), fc.constant(ABSENT)),
+      to: usually(mostly(address), fc.constant(ABSENT)),
+      correlationId: rarely(text(128)),
+      taskId: rarely(text(128)),
+      origin: rarely(fc.constant({ channel: "telegram", to: "1", session: base.from })),
+      action: rarely(fc.constantFrom("reply", "skip", "announce", "shout")),
+      // JSON.parse gives Infinity for 1e400; the schema refuses it.
+      body: usually(fc.jsonValue({ maxDepth: 3 }), fc.constantFrom(Number.POSITIVE_INFINITY, ABSENT)),
+      sentAt: usually(mostly(sentAt), fc.constant(ABSENT)),
+      later: rarely(fc.jsonValue({ maxDepth: 1 })),
+    })
+    .map(present);
+
+  it("accepts only what the schema accepts, and outputs what the schema outputs", () => {
+    agreesWithSchema(candidate, isPlainEnvelope, EnvelopeSchema, 20_000);
+  });
+
+  it("accepts every envelope the mesh writes without an origin", () => {
+    expect(isPlainEnvelope(base)).toBe(true);
+    expect(isPlainEnvelope({ ...base, correlationId: "c", taskId: "t", action: "skip", from: { ...base.from, run: "r", thread: "t" }, later: 1 })).toBe(true);
+    expect(isPlainEnvelope({ ...base, origin: { channel: "telegram", to: "1", session: base.from } })).toBe(false);
+    expect(isPlainEnvelope({ ...base, body: Number.POSITIVE_INFINITY })).toBe(false);
+  });
+});
+
+describe("the fast check of a seen-log record", () => {
+  const usually = <T, U>(valid: fc.Arbitrary<T>, other: fc.Arbitrary<U>) => fc.oneof({ weight: 10, arbitrary: valid }, { weight: 1, arbitrary: other });
+  const ABSENT = Symbol("absent");
+  const junk = fc.oneof(fc.constant(null), fc.constant(-1), fc.constant(1.5), fc.constant(2 ** 60), fc.string({ maxLength: 3 }), fc.constant([]), fc.constant({}));
+  const present = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== ABSENT));
+  const count = fc.oneof({ weight: 3, arbitrary: fc.constant(ABSENT) }, { weight: 3, arbitrary: fc.nat() }, { weight: 1, arbitrary: junk });
+  const group = fc.record({ at: usually(fc.nat(), junk), ids: usually(fc.array(usually(fc.string({ maxLength: 12 }), junk), { maxLength: 6 }), junk) });
+  const record = fc
+    .record({
+      v: usually(fc.constant(1), fc.constantFrom(2, ABSENT)),
+      kind: usually(fc.constantFrom("delta", "snapshot"), fc.constantFrom("other", ABSENT)),
+      groups: usually(fc.array(group, { maxLength: 4 }), fc.constantFrom(ABSENT, null)),
+      through: count,
+      base: count,
+      part: count,
+      of: count,
+      ids: fc.oneof({ weight: 8, arbitrary: fc.constant(ABSENT) }, { weight: 1, arbitrary: fc.array(fc.string()) }),
+      at: fc.oneof({ weight: 8, arbitrary: fc.constant(ABSENT) }, { weight: 1, arbitrary: fc.string() }),
+    })
+    .map(present);
+
+  it("accepts only what the schema accepts, as the schema reads it", () => {
+    agreesWithSchema(record, isPlainSeenRecord, SeenRecordSchema, 10_000);
   });
 });

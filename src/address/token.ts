@@ -32,6 +32,7 @@ export function encodeToken(value: string): string {
 
 export function decodeToken(token: string): string {
   if (token === EMPTY) return "";
+  if (ALL_LITERAL.test(token)) return token; // literal characters are ASCII: they stand for themselves
   const bytes: number[] = [];
   for (let i = 0; i < token.length; ) {
     const ch = token[i]!;

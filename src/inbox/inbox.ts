@@ -71,7 +71,23 @@ export interface TakeOptions {
  * surfaced without showing it (`silent`: a reply or completion whose action is `skip`, so the
  * model is told nothing); or park it.
  */
-type Verdict = { readonly show: InboxMessage } | { readonly skip: true } | { readonly silent: string } | { readonly park: ParkReason; readonly detail: string };
+type Verdict = { readonly show: InboxMessage; readonly key: string } | { readonly skip: true } | { readonly silent: string } | { readonly park: ParkReason; readonly detail: string };
+
+/** An inbox subject as `judge` needs it: its parts, and whether it is this session's inbox (undefined: not an inbox subject). */
+type SubjectVerdict = { readonly fromInstance: string; readonly kind: string; readonly mine: boolean } | undefined;
+
+/** What a take decided so far about the messages of one fetch. */
+interface Judging {
+  readonly shown: InboxMessage[];
+  readonly silent: string[];
+  /** Surfacing keys of everything the batch records: shown and silent. */
+  readonly ids: Set<string>;
+  /** The first failure (a park that could not be written): the fetch is given back whole. */
+  failure: { readonly err: unknown } | undefined;
+}
+
+/** Distinct subjects remembered per reader (a session sees few: one per sending instance and kind). */
+const SUBJECT_CACHE = 256;
 
 export class Inbox {
   private outstanding: HeldBatch | undefined;
@@ -82,6 +98,15 @@ export class Inbox {
   private knownPending = 0;
   /** The last confirm failed because the seen log refused its record (redeliveries are ours, not the messages'). */
   private seenRefused = false;
+  /**
+   * The confirmation of the last batch's ack, still on its way (never rejects). A take that goes
+   * on fetching (the server said more is pending) sends its pull right behind the ack instead of
+   * waiting a round trip for it; a take that must ask the server what is deliverable, and close,
+   * wait for it first.
+   */
+  private acking: Promise<void> | undefined;
+  /** Parsed inbox subjects: every message of a batch usually shares one. */
+  private readonly subjects = new Map<string, SubjectVerdict>();
 
   private constructor(
     private readonly ctx: MeshContext,
@@ -136,26 +161,16 @@ export class Inbox {
     if (!Number.isInteger(max) || max < 1 || max > MAX_BATCH) throw new InboxStateError(`max must be an integer from 1 to ${MAX_BATCH}`);
     await this.lease.ensureHeld();
     for (;;) {
-      const fetched = await this.fetchPending(max);
+      if (this.knownPending === 0) await this.ackConfirmed();
+      // Each message is judged as it arrives, while the server is still sending the rest.
+      const j: Judging = { shown: [], silent: [], ids: new Set(), failure: undefined };
+      const fetched = await this.fetchPending(max, (m) => this.judgeInto(m, j));
       if (fetched.length === 0) return emptyBatch;
       try {
-        const shown: InboxMessage[] = [];
-        const silent: string[] = [];
-        const ids = new Set<string>();
-        for (const m of fetched) {
-          const v = await this.judge(m, ids);
-          if ("show" in v) {
-            shown.push(v.show);
-            ids.add(surfacingKey(v.show.from.instance, v.show.id));
-          } else if ("silent" in v) {
-            silent.push(v.silent);
-            ids.add(v.silent);
-          } else if ("park" in v) {
-            await park(this.ctx, this.session, m, v.park, v.detail);
-          }
-        }
+        if (j.failure) throw j.failure.err;
+        const { shown, silent, ids } = j;
         if (shown.length > 0) {
-          this.outstanding = new HeldBatch(this, shown, silent, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
+          this.outstanding = new HeldBatch(this, shown, ids, fetched, this.knownPending > 0, this.ctx.config.inbox.ackWaitMs);
           return this.outstanding;
         }
         // Everything fetched was parked, already shown or silent: record the silent ones, settle, look further.
@@ -168,6 +183,28 @@ export class Inbox {
         throw new MeshError("take_failed", `could not take the inbox of ${this.sessionKey} (${describe(err)}); nothing was acknowledged, the messages will be offered again`, { cause: err });
       }
     }
+  }
+
+  /** Judge one fetched message into `j`; never throws (a failure is kept in `j` and ends the judging). */
+  private judgeInto(m: JsMsg, j: Judging): Promise<void> | undefined {
+    if (j.failure) return undefined;
+    try {
+      const v = this.judge(m, j.ids);
+      if ("show" in v) {
+        j.shown.push(v.show);
+        j.ids.add(v.key);
+      } else if ("silent" in v) {
+        j.silent.push(v.silent);
+        j.ids.add(v.silent);
+      } else if ("park" in v) {
+        return park(this.ctx, this.session, m, v.park, v.detail).catch((err: unknown) => {
+          j.failure ??= { err };
+        });
+      }
+    } catch (err) {
+      j.failure = { err };
+    }
+    return undefined;
   }
 
   private giveBack(fetched: readonly JsMsg[]): void {
@@ -200,6 +237,7 @@ export class Inbox {
     if (this.closed) return;
     this.closed = true;
     if (this.outstanding) await this.outstanding.release();
+    await this.ackConfirmed();
     await this.lease.release();
   }
 
@@ -221,11 +259,25 @@ export class Inbox {
       throw err;
     }
     await this.opts.onRecorded?.(ids);
-    const confirmed = await last.ackAck().catch((err: unknown) => {
-      this.ctx.logger.warn({ err, session: this.sessionKey, seq: last.seq }, "ack not confirmed; already-recorded messages will be skipped on redelivery");
-      return false;
-    });
-    if (!confirmed) this.ctx.logger.warn({ session: this.sessionKey, seq: last.seq }, "ack not confirmed");
+    // Recorded: the ack may go. Its confirmation is awaited by whatever next needs it (above).
+    this.acking = last.ackAck().then(
+      (confirmed) => {
+        if (!confirmed) this.ackNotConfirmed(last.seq, undefined);
+      },
+      (err: unknown) => this.ackNotConfirmed(last.seq, err),
+    );
+  }
+
+  private ackNotConfirmed(seq: number, err: unknown): void {
+    // The batch may come back after its ack deadline; its messages are recorded, so it is skipped.
+    this.knownPending = 0;
+    this.ctx.logger.warn({ err, session: this.sessionKey, seq }, "ack not confirmed; already-recorded messages will be skipped on redelivery");
+  }
+
+  private async ackConfirmed(): Promise<void> {
+    const acking = this.acking;
+    this.acking = undefined;
+    await acking;
   }
 
   /** @internal Messages given back change what is pending: ask the server next time. */
@@ -238,14 +290,14 @@ export class Inbox {
     if (this.outstanding === batch) this.outstanding = undefined;
   }
 
-  private async fetchPending(max: number): Promise<JsMsg[]> {
+  private async fetchPending(max: number, onMessage: (m: JsMsg) => Promise<void> | undefined): Promise<JsMsg[]> {
     try {
-      return await this.fetchFrom(this.consumer, max);
+      return await this.fetchFrom(this.consumer, max, onMessage);
     } catch (err) {
       if (!isNotFound(err)) throw err;
       // Reaped while this reader was idle: recreate from the durable record and carry on.
       this.consumer = await ensureSessionConsumer(this.ctx, this.session, this.seen.through, false);
-      return this.fetchFrom(this.consumer, max);
+      return this.fetchFrom(this.consumer, max, onMessage);
     }
   }
 
@@ -253,9 +305,10 @@ export class Inbox {
    * Fetch up to `max` deliverable messages. Never comes back empty while something deliverable is
    * stored: the consumer's pending count can lag a publish the stream has already acknowledged,
    * and a pull can expire before a loaded server delivers, so an empty pull is asked again (within
-   * a bounded time) while the stream holds messages the consumer has not delivered.
+   * a bounded time) while the stream holds messages the consumer has not delivered. `onMessage`
+   * sees each message as it arrives and never throws.
    */
-  private async fetchFrom(consumer: Consumer, max: number): Promise<JsMsg[]> {
+  private async fetchFrom(consumer: Consumer, max: number, onMessage: (m: JsMsg) => Promise<void> | undefined): Promise<JsMsg[]> {
     const deadline = Date.now() + 3 * this.ctx.config.inbox.fetchExpiresMs;
     for (;;) {
       // The last fetched message says how many more were pending behind it: while that is known to
@@ -265,7 +318,11 @@ export class Inbox {
       const out: JsMsg[] = [];
       const iter = await consumer.fetch({ max_messages: Math.min(available, max), expires: this.ctx.config.inbox.fetchExpiresMs });
       try {
-        for await (const m of iter) out.push(m);
+        for await (const m of iter) {
+          out.push(m);
+          const judging = onMessage(m);
+          if (judging) await judging;
+        }
       } catch (err) {
         this.giveBack(out);
         throw err;
@@ -286,7 +343,21 @@ export class Inbox {
     return last !== null && last.seq > info.delivered.stream_seq ? 1 : 0;
   }
 
-  private async judge(m: JsMsg, batchIds: ReadonlySet<string>): Promise<Verdict> {
+  private subjectOf(raw: string): SubjectVerdict {
+    if (this.subjects.has(raw)) return this.subjects.get(raw);
+    const subject = this.ctx.names.parseInboxSubject(raw);
+    const s = this.session;
+    const v: SubjectVerdict = subject && {
+      fromInstance: subject.fromInstance,
+      kind: subject.kind,
+      mine: subject.toInstance === s.instance && subject.agent === s.agent && subject.channel === s.channel && subject.session === s.session,
+    };
+    if (this.subjects.size >= SUBJECT_CACHE) this.subjects.clear();
+    this.subjects.set(raw, v);
+    return v;
+  }
+
+  private judge(m: JsMsg, batchIds: ReadonlySet<string>): Verdict {
     const maxDeliveries = this.ctx.config.inbox.maxDeliveries;
     if (m.info.deliveryCount > maxDeliveries && !this.seenRefused) {
       return { park: "max_deliveries", detail: `delivered ${m.info.deliveryCount} times without being confirmed (limit ${maxDeliveries})` };
@@ -294,9 +365,9 @@ export class Inbox {
     const decoded = decodeEnvelope(m.data, this.ctx.messageLimit);
     if (!decoded.ok) return { park: decoded.error.code, detail: decoded.error.detail };
     const env = decoded.envelope;
-    const subject = this.ctx.names.parseInboxSubject(m.subject);
+    const subject = this.subjectOf(m.subject);
     const s = this.session;
-    if (!subject || subject.toInstance !== s.instance || subject.agent !== s.agent || subject.channel !== s.channel || subject.session !== s.session) {
+    if (!subject?.mine) {
       return { park: "bad_subject", detail: `subject ${m.subject} is not this session's inbox` };
     }
     if (env.from.instance !== subject.fromInstance) {
@@ -311,9 +382,10 @@ export class Inbox {
       return { park: "reserved_id", detail: `id '${env.id}' is reserved for ${reservedFor} messages, not ${env.kind}` };
     }
     const key = surfacingKey(subject.fromInstance, env.id);
-    if (this.seen.has(subject.fromInstance, env.id) || batchIds.has(key)) return { skip: true };
+    if (this.seen.hasKey(key, env.id) || batchIds.has(key)) return { skip: true };
     if (isSilentHandoff(env)) return { silent: key };
     return {
+      key,
       show: {
         id: env.id,
         kind: env.kind,
@@ -338,8 +410,8 @@ class HeldBatch implements InboxBatch {
   constructor(
     private readonly inbox: Inbox,
     readonly messages: readonly InboxMessage[],
-    /** Ids taken silently with this batch (skips): recorded with it, never shown. */
-    private readonly silent: readonly string[],
+    /** Surfacing keys of the batch: its messages and those taken silently with it (skips: recorded, never shown). */
+    private readonly keys: ReadonlySet<string>,
     private readonly held: readonly JsMsg[],
     readonly more: boolean,
     ackWaitMs: number,
@@ -353,14 +425,13 @@ class HeldBatch implements InboxBatch {
   }
 
   holds(fromInstance: string, id: string): boolean {
-    const key = surfacingKey(fromInstance, id);
-    return this.messages.some((m) => m.id === id && m.from.instance === fromInstance) || this.silent.includes(key);
+    return this.keys.has(surfacingKey(fromInstance, id));
   }
 
   async confirm(): Promise<void> {
     if (this.done) return;
     try {
-      await this.inbox.confirmBatch(this.held, [...this.messages.map((m) => surfacingKey(m.from.instance, m.id)), ...this.silent]);
+      await this.inbox.confirmBatch(this.held, [...this.keys]);
     } catch (err) {
       // Nothing was recorded or acknowledged: give the messages back so they are offered again.
       await this.release();

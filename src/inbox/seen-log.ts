@@ -22,11 +22,16 @@ import { sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { LeaseLostError, MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { ApiCodes, apiCode, isRevisionConflict } from "../transport/js-errors.js";
-import { SeenRecordSchema, type SeenGroup } from "../wire/index.js";
+import { isPlainSeenRecord, SeenRecordSchema, type SeenGroup } from "../wire/index.js";
 
 /** Deltas after which the next write is a snapshot (bounds what opening a session reads). */
 export const MAX_DELTAS = 64;
-/** Deltas above which opening compacts (its fence is a snapshot), so the next open reads few records. */
+/**
+ * Deltas above which opening compacts (its fence is a snapshot), so the next open reads few
+ * records; unless the deltas hold fewer than a quarter as many ids as the snapshot: rewriting a
+ * long history (100k ids: about 4 MB) costs far more than reading up to MAX_DELTAS small records,
+ * and the MAX_DELTAS-th write compacts anyway.
+ */
 const OPEN_COMPACT_DELTAS = 8;
 /** Attempts to fence at open while a previous holder's last writes are still landing. */
 const FENCE_ATTEMPTS = 8;
@@ -58,14 +63,19 @@ export interface SeenView {
 }
 
 export class SeenLog {
-  /** Envelope id -> when it was surfaced (epoch ms). */
-  private readonly ids = new Map<string, number>();
+  /** Surfacing key (or a bare id, in records from before keys named the sender) -> when it was surfaced (epoch ms). */
+  private ids = new Map<string, number>();
+  /** Whether any bare id was loaded: only then is a bare id worth looking up (an envelope id never holds `/`, a key always does). */
+  private bareIds = false;
   /** Highest inbox stream sequence fully handled; 0 when nothing was. */
   through = 0;
   /** Sequence of the last record on the session's subject this holder knows: its fencing position. */
   private lastSeq = 0;
   private base = 0;
   private deltas = 0;
+  /** Ids in the deltas since the snapshot, and in the snapshot (as loaded): what compacting at open weighs. */
+  private deltaIds = 0;
+  private snapshotIds = 0;
   private fenced = false;
   private readonly subject: string;
   private readonly stream: string;
@@ -88,7 +98,7 @@ export class SeenLog {
       const log = new SeenLog(ctx, session);
       await log.load();
       try {
-        if (log.deltas > OPEN_COMPACT_DELTAS) await log.writeSnapshot();
+        if (log.deltas > OPEN_COMPACT_DELTAS && log.deltaIds * 4 >= log.snapshotIds) await log.writeSnapshot();
         else await log.append([], undefined);
         return log;
       } catch (err) {
@@ -111,7 +121,12 @@ export class SeenLog {
 
   /** Surfaced already? (Records written before keys named the sender hold the bare id.) */
   has(fromInstance: string, id: string): boolean {
-    return this.ids.has(surfacingKey(fromInstance, id)) || this.ids.has(id);
+    return this.hasKey(surfacingKey(fromInstance, id), id);
+  }
+
+  /** `has` for a surfacing key already built (`surfacingKey(fromInstance, id)`). */
+  hasKey(key: string, id: string): boolean {
+    return this.ids.has(key) || (this.bareIds && this.ids.has(id));
   }
 
   get size(): number {
@@ -124,21 +139,26 @@ export class SeenLog {
    * seen stream refused the write.
    */
   async append(ids: readonly string[], through: number | undefined): Promise<void> {
-    const now = Date.now();
+    const groups = [{ at: Date.now(), ids: [...ids] }];
     if (this.deltas >= MAX_DELTAS) {
-      this.apply([{ at: now, ids: [...ids] }], through);
-      await this.writeSnapshot();
+      await this.writeSnapshot(groups, through);
       return;
     }
     // No snapshot yet (a young log): readers start from the subject's first record.
-    const seq = await this.publish({ v: 1, kind: "delta", groups: [{ at: now, ids: [...ids] }], ...(through !== undefined && { through }), ...(this.base > 0 && { base: this.base }) }, false);
-    this.apply([{ at: now, ids: [...ids] }], through);
+    const seq = await this.publish({ v: 1, kind: "delta", groups, ...(through !== undefined && { through }), ...(this.base > 0 && { base: this.base }) }, false);
+    this.apply(groups, through);
     this.lastSeq = seq;
     this.deltas++;
   }
 
-  private apply(groups: readonly SeenGroup[], through: number | undefined): void {
-    for (const g of groups) for (const id of g.ids) this.ids.set(id, Math.max(this.ids.get(id) ?? 0, g.at));
+  private apply(groups: readonly SeenGroup[], through: number | undefined, into = this.ids): void {
+    for (const g of groups) {
+      for (const id of g.ids) {
+        const at = into.get(id);
+        if (at === undefined || at < g.at) into.set(id, g.at);
+        if (!this.bareIds && !id.includes("/")) this.bareIds = true;
+      }
+    }
     if (through !== undefined && through > this.through) this.through = through;
   }
 
@@ -156,8 +176,16 @@ export class SeenLog {
         this.ids.clear();
         this.base = m.seq;
         this.deltas = 0;
+        this.deltaIds = 0;
+        this.snapshotIds = 0;
       } else if (r?.kind === "delta") {
         this.deltas++;
+      }
+      if (r) {
+        let n = 0;
+        for (const g of r.groups) n += g.ids.length;
+        if (r.kind === "delta") this.deltaIds += n;
+        else this.snapshotIds += n;
       }
       if (r) this.apply(r.groups, r.through);
       cursor = m.seq + 1;
@@ -172,56 +200,42 @@ export class SeenLog {
     } catch {
       json = undefined;
     }
+    if (isPlainSeenRecord(json)) return json;
     const r = SeenRecordSchema.safeParse(json);
     if (r.success) return r.data;
     this.ctx.logger.warn({ session: sessionKeyOf(this.session), seq: m.seq }, "skipping an unreadable surfaced-id record");
     return undefined;
   }
 
-  /** Write the whole state (pruned) as a snapshot: a rollup of the subject, fenced at `lastSeq`. */
-  private async writeSnapshot(): Promise<void> {
+  /**
+   * Write the whole state (pruned) plus `pending` as a snapshot: a rollup of the subject, fenced at
+   * `lastSeq`. The pending ids count as surfaced in this process only once the snapshot is stored:
+   * a snapshot that fails records nothing, and its batch comes back to be shown.
+   */
+  private async writeSnapshot(pending: readonly SeenGroup[] = [], pendingThrough?: number): Promise<void> {
     const horizon = Date.now() - this.ctx.config.retention.maxAgeMs - this.ctx.config.retention.duplicateWindowMs;
     for (const [id, at] of this.ids) if (at < horizon) this.ids.delete(id);
-    const parts = this.snapshotParts();
+    let next = this.ids;
+    if (pending.length > 0) {
+      next = new Map(this.ids);
+      for (const g of pending) for (const id of g.ids) next.set(id, Math.max(next.get(id) ?? 0, g.at));
+    }
+    const through = Math.max(this.through, pendingThrough ?? 0);
+    const parts = snapshotParts(next, Math.max(4096, Math.floor(this.ctx.serverMaxPayload / 4)));
     let first = 0;
     for (let i = 0; i < parts.length; i++) {
-      const seq = await this.publish({ v: 1, kind: "snapshot", part: i, of: parts.length, groups: parts[i]!, ...(i === 0 ? { through: this.through } : { base: first }) }, i === 0);
+      const seq = await this.publish({ v: 1, kind: "snapshot", part: i, of: parts.length, groups: parts[i]!, ...(i === 0 ? { through } : { base: first }) }, i === 0);
       if (i === 0) first = seq;
       this.lastSeq = seq;
+    }
+    if (pending.length > 0) {
+      this.ids = next;
+      this.apply(pending, pendingThrough);
     }
     this.base = first;
     this.deltas = 0;
   }
 
-  /** Ids grouped by surfacing time, split so no part comes near the server's max_payload. */
-  private snapshotParts(): SeenGroup[][] {
-    const budget = Math.max(4096, Math.floor(this.ctx.serverMaxPayload / 4));
-    const byTime = new Map<number, string[]>();
-    for (const [id, at] of this.ids) {
-      // Minute resolution is plenty for pruning by days.
-      const minute = at - (at % 60_000);
-      const list = byTime.get(minute);
-      if (list) list.push(id);
-      else byTime.set(minute, [id]);
-    }
-    const parts: SeenGroup[][] = [[]];
-    let size = 0;
-    for (const [at, ids] of byTime) {
-      for (const id of ids) {
-        const cost = id.length + 3;
-        if (size + cost > budget && size > 0) {
-          parts.push([]);
-          size = 0;
-        }
-        const part = parts.at(-1)!;
-        const group = part.at(-1);
-        if (group?.at === at) group.ids.push(id);
-        else part.push({ at, ids: [id] });
-        size += cost + (group?.at === at ? 0 : 24);
-      }
-    }
-    return parts;
-  }
 
   private async publish(record: object, rollup: boolean): Promise<number> {
     if (this.fenced) throw new LeaseLostError(sessionKeyOf(this.session));
@@ -242,4 +256,33 @@ export class SeenLog {
       throw err;
     }
   }
+}
+
+/** Ids grouped by surfacing time, split so no part's ids come near `budget` bytes. */
+function snapshotParts(ids: ReadonlyMap<string, number>, budget: number): SeenGroup[][] {
+  const byTime = new Map<number, string[]>();
+  for (const [id, at] of ids) {
+    // Minute resolution is plenty for pruning by days.
+    const minute = at - (at % 60_000);
+    const list = byTime.get(minute);
+    if (list) list.push(id);
+    else byTime.set(minute, [id]);
+  }
+  const parts: SeenGroup[][] = [[]];
+  let size = 0;
+  for (const [at, group] of byTime) {
+    for (const id of group) {
+      const cost = id.length + 3;
+      if (size + cost > budget && size > 0) {
+        parts.push([]);
+        size = 0;
+      }
+      const part = parts.at(-1)!;
+      const last = part.at(-1);
+      if (last?.at === at) last.ids.push(id);
+      else part.push({ at, ids: [id] });
+      size += cost + (last?.at === at ? 0 : 24);
+    }
+  }
+  return parts;
 }

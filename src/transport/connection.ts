@@ -9,7 +9,7 @@
  * out, even when the server is back a moment later. `gate` hands the mesh a view of the connection
  * whose requests wait for the connection (within their own timeout) before being sent.
  */
-import type { Msg, NatsConnection, Payload, RequestOptions } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Payload, RequestOptions, Status } from "@nats-io/transport-node";
 
 export type ConnectionListener = () => void;
 
@@ -17,9 +17,21 @@ export class ConnectionState {
   private readonly onUp = new Set<ConnectionListener>();
   private readonly onDown = new Set<ConnectionListener>();
   private up = true;
+  private readonly statuses: AsyncIterable<Status>;
 
   constructor(private readonly nc: NatsConnection) {
+    this.statuses = nc.status();
     void this.follow();
+  }
+
+  /**
+   * Stop following the connection: a mesh attached to a connection its caller keeps open must not
+   * leave its status reader on it (one per mesh ever attached, until the connection closes).
+   */
+  close(): void {
+    this.onUp.clear();
+    this.onDown.clear();
+    (this.statuses as { stop?: () => void }).stop?.();
   }
 
   /** False between a disconnect and the next reconnect, and once closed. */
@@ -81,7 +93,7 @@ export class ConnectionState {
 
   private async follow(): Promise<void> {
     // The status iterator ends when the connection closes.
-    for await (const s of this.nc.status()) {
+    for await (const s of this.statuses) {
       if (s.type === "disconnect") {
         this.up = false;
         this.emit(this.onDown);

@@ -8,10 +8,12 @@ import { z } from "zod";
 export const ENVELOPE_VERSION = 1 as const;
 export const KIND_RE = /^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31}){0,3}$/;
 export const ENVELOPE_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+/** An instance id, and an agent id (OpenClaw's rule, lowercased). */
+export const ADDRESS_ID_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
 export const AddressSchema = z.object({
-  instance: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, "instance id: 1-64 of a-z 0-9 _ -"),
-  agent: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, "agent id: 1-64 of a-z 0-9 _ -, lowercase"),
+  instance: z.string().regex(ADDRESS_ID_RE, "instance id: 1-64 of a-z 0-9 _ -"),
+  agent: z.string().regex(ADDRESS_ID_RE, "agent id: 1-64 of a-z 0-9 _ -, lowercase"),
   channel: z.string().min(1).max(256),
   session: z.string().max(256),
   run: z.string().min(1).max(256).optional(),

@@ -65,9 +65,11 @@ export const ReservedIds = {
    * The kind an id's reserved prefix belongs to, if it has one: such an id counts only on a message
    * of that kind (a plain message named `tc-<taskId>` is parked, never taken for the completion).
    */
-  kindOf: (id: string): string | undefined => RESERVED_PREFIX_KINDS[id.slice(0, 3)],
+  kindOf: (id: string): string | undefined => (id.charCodeAt(2) === DASH ? RESERVED_PREFIX_KINDS[id.slice(0, 3)] : undefined),
 } as const;
 
+/** Every reserved prefix is two letters and a dash: other ids (random UUIDs) are told apart without a lookup. */
+const DASH = "-".charCodeAt(0);
 const RESERVED_PREFIX_KINDS: Readonly<Record<string, string>> = {
   "tr-": Kinds.taskRequest,
   "tc-": Kinds.taskComplete,

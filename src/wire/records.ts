@@ -30,6 +30,28 @@ export const SeenRecordSchema = z
   .transform((r) => (r.ids === undefined ? r : { ...r, groups: [...r.groups, { at: r.at ? Date.parse(r.at) || 0 : 0, ids: r.ids }] }));
 export type SeenRecord = z.infer<typeof SeenRecordSchema>;
 
+const optionalCount = (v: unknown, min: number) => v === undefined || (Number.isSafeInteger(v) && (v as number) >= min);
+
+/**
+ * A parsed JSON value the seen-record schema accepts as it is (a snapshot part holds thousands of
+ * ids: zod's walk of them cost opening a long-lived session more than reading it). Conservative:
+ * a first-version record, a missing `kind` or `groups`, anything unusual is left to the schema.
+ * Accepting only what the schema accepts is property-tested against it (`test/wire.test.ts`).
+ */
+export function isPlainSeenRecord(json: unknown): json is SeenRecord {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) return false;
+  const r = json as Record<string, unknown>;
+  if (r.v !== 1 || (r.kind !== "delta" && r.kind !== "snapshot") || !Array.isArray(r.groups) || r.ids !== undefined || r.at !== undefined) return false;
+  if (!optionalCount(r.through, 0) || !optionalCount(r.base, 1) || !optionalCount(r.part, 0) || !optionalCount(r.of, 1)) return false;
+  for (const g of r.groups as unknown[]) {
+    if (typeof g !== "object" || g === null || Array.isArray(g)) return false;
+    const { at, ids } = g as Record<string, unknown>;
+    if (!Number.isSafeInteger(at) || (at as number) < 0 || !Array.isArray(ids)) return false;
+    for (const id of ids) if (typeof id !== "string") return false;
+  }
+  return true;
+}
+
 /** A2A task states. `completed`, `failed` and `canceled` are terminal. */
 export const TaskStateSchema = z.enum(["submitted", "working", "input-required", "completed", "failed", "canceled"]);
 export type TaskState = z.infer<typeof TaskStateSchema>;
