@@ -3,6 +3,7 @@ import { Mesh } from "../src/index.js";
 import { MeshInspector, TestCluster } from "../src/testing/index.js";
 import { until } from "./harness/wait.js";
 import { uniquePrefix, smallRetention, fastInbox } from "./harness/mesh.js";
+import { isBusUnreachable } from "../src/transport/js-errors.js";
 
 const inspectors: MeshInspector[] = [];
 
@@ -83,14 +84,24 @@ describe("three-node cluster", () => {
     }, "the old leader to rejoin and catch up", 60_000);
 
     // Read until every acknowledged send has been shown (a consumer whose leader is moving may
-    // answer a pull with nothing for a moment), then once more to catch anything doubled.
-    const inbox = await mesh.sessions.openInbox("agent:b:main");
+    // answer a pull with nothing, or a request time out, for a moment: a reader tries again, as
+    // any client does when the bus is briefly unreachable), then once more to catch anything doubled.
+    const retryable = <T>(err: unknown, fallback: T): T => {
+      if (isBusUnreachable(err)) return fallback;
+      throw err;
+    };
+    const inbox = await until(() => mesh.sessions.openInbox("agent:b:main").catch((err: unknown) => retryable(err, undefined)), "the inbox to open", 60_000);
     const shown: string[] = [];
     const take = async () => {
-      const batch = await inbox.take({ max: 500 });
-      shown.push(...batch.messages.map((m) => m.id));
-      await batch.confirm();
-      return batch.messages.length;
+      try {
+        const batch = await inbox.take({ max: 500 });
+        await batch.confirm();
+        // Counted once recorded: a confirm that failed gives the batch back, to be shown again.
+        shown.push(...batch.messages.map((m) => m.id));
+        return batch.messages.length;
+      } catch (err) {
+        return retryable(err, 0);
+      }
     };
     await until(async () => {
       await take();
