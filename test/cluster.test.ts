@@ -3,7 +3,7 @@ import { Mesh } from "../src/index.js";
 import { MeshInspector, TestCluster } from "../src/testing/index.js";
 import { until } from "./harness/wait.js";
 import { uniquePrefix, smallRetention, fastInbox } from "./harness/mesh.js";
-import { isBusUnreachable } from "../src/transport/js-errors.js";
+import { isBusUnreachable, isNoResponders } from "../src/transport/js-errors.js";
 
 const inspectors: MeshInspector[] = [];
 
@@ -87,7 +87,8 @@ describe("three-node cluster", () => {
     // answer a pull with nothing, or a request time out, for a moment: a reader tries again, as
     // any client does when the bus is briefly unreachable), then once more to catch anything doubled.
     const retryable = <T>(err: unknown, fallback: T): T => {
-      if (isBusUnreachable(err)) return fallback;
+      // "No responders" on a stream's API while its new leader is being elected counts too.
+      if (isBusUnreachable(err) || isNoResponders(err)) return fallback;
       throw err;
     };
     const inbox = await until(() => mesh.sessions.openInbox("agent:b:main").catch((err: unknown) => retryable(err, undefined)), "the inbox to open", 60_000);
