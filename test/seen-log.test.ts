@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { SeenLogRefusedError, parseSessionKey } from "../src/index.js";
-import { MAX_DELTAS } from "../src/inbox/seen-log.js";
+import { MAX_DELTAS, snapshotParts } from "../src/inbox/seen-log.js";
 import { inspect, uniquePrefix } from "./harness/mesh.js";
 import { useServer } from "./harness/suite.js";
 import { consumerDeleted } from "./harness/wait.js";
@@ -89,5 +89,19 @@ describe("surfaced-id log", () => {
     expect(again.messages.map((x) => x.id)).toEqual([last]);
     await again.release();
     await inbox.close();
+  });
+
+  it("puts the newest ids in a snapshot's first part (the one written with the rollup, kept if a writer dies between parts)", () => {
+    const ids = new Map<string, number>();
+    const minute = 60_000;
+    for (let i = 0; i < 3000; i++) ids.set(`gw1/id-${String(i).padStart(5, "0")}`, 1_700_000_000_000 + (i % 50) * minute);
+    const parts = snapshotParts(ids, 4096);
+    expect(parts.length).toBeGreaterThan(2);
+    const minuteOf = (g: { at: number }) => g.at;
+    const first = parts[0]!.map(minuteOf);
+    const rest = parts.slice(1).flatMap((p) => p.map(minuteOf));
+    expect(Math.min(...first)).toBeGreaterThanOrEqual(Math.max(...rest));
+    // Nothing lost or doubled by the split.
+    expect(parts.flatMap((p) => p.flatMap((g) => g.ids)).sort()).toEqual([...ids.keys()].sort());
   });
 });

@@ -259,7 +259,12 @@ export class SeenLog {
 }
 
 /** Ids grouped by surfacing time, split so no part's ids come near `budget` bytes. */
-function snapshotParts(ids: ReadonlyMap<string, number>, budget: number): SeenGroup[][] {
+/**
+ * @internal A snapshot's parts, newest ids first: the first part is written with the subject
+ * rollup and the others after it, so if a writer dies between parts, what survives is the first
+ * part, and it holds the ids most likely still needed (recent claims, a batch whose ack was lost).
+ */
+export function snapshotParts(ids: ReadonlyMap<string, number>, budget: number): SeenGroup[][] {
   const byTime = new Map<number, string[]>();
   for (const [id, at] of ids) {
     // Minute resolution is plenty for pruning by days.
@@ -270,7 +275,7 @@ function snapshotParts(ids: ReadonlyMap<string, number>, budget: number): SeenGr
   }
   const parts: SeenGroup[][] = [[]];
   let size = 0;
-  for (const [at, group] of byTime) {
+  for (const [at, group] of [...byTime].sort((x, y) => y[0] - x[0])) {
     for (const id of group) {
       const cost = id.length + 3;
       if (size + cost > budget && size > 0) {
