@@ -27,7 +27,8 @@ export function isPlainJson(value: unknown, maxDepth = 64): boolean {
   const proto: unknown = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) return false;
   for (const key in value) {
-    if (!Object.hasOwn(value, key)) return false;
+    // An own "__proto__" key (JSON.parse makes one) is one the schema drops: leave it to the schema.
+    if (key === "__proto__" || !Object.hasOwn(value, key)) return false;
     if (!isPlainJson((value as Record<string, unknown>)[key], maxDepth - 1)) return false;
   }
   return true;
