@@ -1,14 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { run, type CliIo } from "../src/cli/cli.js";
 import { STATE_DIR } from "../src/cli/state.js";
 import { Mesh } from "../src/index.js";
-import { LocalNatsServer } from "../src/server/local-server.js";
-import { generateAuthorization } from "../src/topology/index.js";
+import { OPERATOR, passwordOf, startSecuredMesh, type SecuredMesh } from "./harness/secured.js";
 import { ReservedIds } from "../src/wire/index.js";
 import { useServer } from "./harness/suite.js";
 import { inspect, uniquePrefix } from "./harness/mesh.js";
@@ -262,27 +260,15 @@ describe("clawmesh command line", () => {
 });
 
 describe("clawmesh command line with authorization on", () => {
-  const spec = {
-    prefix: "mesh",
-    instances: { "gw-a": { password: "secret-a-123" }, "gw-b": { password: "secret-b-123" } },
-    operator: { user: "ops", password: "secret-ops-123" },
-  };
-  let dir: string;
-  let server: LocalNatsServer;
-  const as = (instance: "gw-a" | "gw-b") => ["--server", server.url, "--instance", instance, "--user", instance, "--password", spec.instances[instance].password];
+  let secured: SecuredMesh;
+  const as = (instance: "gw-a" | "gw-b") => ["--server", secured.server.url, "--instance", instance, "--user", instance, "--password", passwordOf(instance)];
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "clawmesh-cli-auth-"));
-    writeFileSync(join(dir, "auth.conf"), generateAuthorization(spec));
-    server = await LocalNatsServer.start({ storeDir: join(dir, "store"), configFile: join(dir, "auth.conf") });
-    const ops = await Mesh.connect({ servers: server.url, instance: "ops", prefix: "mesh", provision: false, auth: { user: "ops", password: "secret-ops-123" } });
-    await ops.admin.provision("gw-a");
-    await ops.admin.provision("gw-b");
-    await ops.close();
+    secured = await startSecuredMesh(["gw-a", "gw-b"]);
+    await secured.provision("gw-a", "gw-b");
   });
   afterAll(async () => {
-    await server?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await secured?.dispose();
   });
 
   it("shows an instance its own sessions and messages, and refuses another's in one clear line", async () => {
@@ -308,7 +294,7 @@ describe("clawmesh command line with authorization on", () => {
   });
 
   it("shows the operator every instance's sessions and messages", async () => {
-    const ops = ["--server", server.url, "--instance", "ops", "--user", "ops", "--password", "secret-ops-123"];
+    const ops = ["--server", secured.server.url, "--instance", OPERATOR.user, "--user", OPERATOR.user, "--password", OPERATOR.password];
     const all = await cli(["sessions", "--all", "--json", ...ops]);
     expect(all.code).toBe(0);
     expect((JSON.parse(all.out[0]!) as { session: string }[]).map((s) => s.session)).toContain("gw-a/agent:main:main");

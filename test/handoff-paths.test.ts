@@ -64,6 +64,13 @@ async function takeOne(s: MeshSession) {
   return batch;
 }
 
+/** The helper answers the next message it gets with `text` (started before the asker waits). */
+async function answerNext(helper: MeshSession, text: string): Promise<void> {
+  const batch = await takeOne(helper);
+  await batch.confirm();
+  await helper.reply(batch.messages[0]!, text);
+}
+
 describe("one path for every handoff", () => {
   it("a reply sent later with chatter and a skip token is stored stripped as a skip, recorded by the asker and never shown", async () => {
     const { ctx, open } = await world();
@@ -102,11 +109,7 @@ describe("one path for every handoff", () => {
     const { open } = await world();
     const asker = await open("agent:asker:main");
     const helper = await open("agent:helper:main");
-    const answering = (async () => {
-      const batch = await takeOne(helper);
-      await batch.confirm();
-      await helper.reply(batch.messages[0]!, "**Noted**, will do.\nreply_skip");
-    })();
+    const answering = answerNext(helper, "**Noted**, will do.\nreply_skip");
     const r = await tool("mesh_send").execute({ sessionKey: helper.sessionKey, message: "FYI: the deploy is done", timeoutSeconds: 30 }, { session: asker });
     await answering;
     expect(r.details).toMatchObject({ status: "ok", action: "skip" });
@@ -120,11 +123,7 @@ describe("one path for every handoff", () => {
     const { open } = await world();
     const asker = await open("agent:asker:main");
     const helper = await open("agent:helper:main");
-    const answering = (async () => {
-      const batch = await takeOne(helper);
-      await batch.confirm();
-      await helper.reply(batch.messages[0]!, "~~REPLY_SKIP~~ Actually I do have an answer: 42.");
-    })();
+    const answering = answerNext(helper, "~~REPLY_SKIP~~ Actually I do have an answer: 42.");
     const out = await asker.send({ to: helper.address, body: "anything to add?", waitMs: 30_000 });
     await answering;
     expect(out).toMatchObject({ status: "replied", action: "reply", reply: "Actually I do have an answer: 42." });

@@ -1,11 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { inflateSync } from "node:zlib";
 import { Mesh } from "../src/index.js";
-import { LocalNatsServer } from "../src/server/local-server.js";
-import { generateAuthorization } from "../src/topology/index.js";
+import { OPERATOR, passwordOf, startSecuredMesh, type SecuredMesh } from "./harness/secured.js";
 import { startUi, type UiServer } from "../src/ui/server.js";
 import { run } from "../src/cli/cli.js";
 import { useServer } from "./harness/suite.js";
@@ -254,31 +251,20 @@ describe("the operator's web view", () => {
 });
 
 describe("the operator's web view with authorization on", () => {
-  const spec = {
-    prefix: "mesh",
-    instances: { "gw-a": { password: "secret-a-123" } },
-    operator: { user: "ops", password: "secret-ops-123" },
-  };
-  let dir: string;
-  let server: LocalNatsServer;
+  let secured: SecuredMesh;
   const closers: (() => Promise<unknown>)[] = [];
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "clawmesh-ui-auth-"));
-    writeFileSync(join(dir, "auth.conf"), generateAuthorization(spec));
-    server = await LocalNatsServer.start({ storeDir: join(dir, "store"), configFile: join(dir, "auth.conf") });
-    const ops = await Mesh.connect({ servers: server.url, instance: "ops", prefix: "mesh", provision: false, auth: { user: "ops", password: "secret-ops-123" } });
-    await ops.admin.provision("gw-a");
-    await ops.close();
+    secured = await startSecuredMesh(["gw-a"]);
+    await secured.provision("gw-a");
   });
   afterAll(async () => {
     for (const c of closers.reverse()) await c().catch(() => undefined);
-    await server?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await secured?.dispose();
   });
 
   async function view(user: string, password: string, instance: string): Promise<{ mesh: Mesh; ui: UiServer }> {
-    const mesh = await Mesh.connect({ servers: server.url, instance, prefix: "mesh", provision: instance !== "ops", inbox: { maxDeliveries: 2 }, auth: { user, password } });
+    const mesh = await Mesh.connect({ servers: secured.server.url, instance, prefix: "mesh", provision: instance !== OPERATOR.user, inbox: { maxDeliveries: 2 }, auth: { user, password } });
     closers.push(() => mesh.close());
     const ui = await startUi({ mesh, port: 0 });
     closers.push(() => ui.close());
@@ -286,7 +272,7 @@ describe("the operator's web view with authorization on", () => {
   }
 
   it("gives an instance credential a read-only view that refuses redrive with 403, and the operator's view redrives", async () => {
-    const a = await view("gw-a", "secret-a-123", "gw-a");
+    const a = await view("gw-a", passwordOf("gw-a"), "gw-a");
     expect(a.ui.access).toBe("read-only");
     const parked = await parkOne(a.mesh, "agent:main:main", "for a");
 
@@ -299,7 +285,7 @@ describe("the operator's web view with authorization on", () => {
     expect(await refused.json()).toMatchObject({ error: "read_only", message: expect.stringMatching(/read-only.*operator/) });
     expect(await a.mesh.parked.list("agent:main:main")).toHaveLength(1);
 
-    const ops = await view("ops", "secret-ops-123", "ops");
+    const ops = await view(OPERATOR.user, OPERATOR.password, OPERATOR.user);
     expect(ops.ui.access).toBe("operator");
     const done = await fetch(`${ops.ui.url}/api/parked/gw-a/${parked.parkedSeq}/redrive`, { method: "POST", headers: { "X-Clawmesh-Action": "1" } });
     expect(done.status).toBe(200);
