@@ -114,6 +114,8 @@ export class MeshSession {
   private readonly running = new AbortController();
   /** Origins of task requests this run has taken and not finished: what its delegations inherit. */
   private readonly openTaskOrigins = new Map<string, Origin>();
+  /** The origin of the one task taken in an earlier turn and still open, read once per run (reset when a task is finished). */
+  private earlierOrigin: Promise<Origin | undefined> | undefined;
   /** Writes of taken tasks into the session record still under way (finishing one waits for its write). */
   private readonly takenTasks = new Map<string, Promise<unknown>>();
   /** Senders of messages this run surfaced, so a reply can name just the message it answers. */
@@ -170,7 +172,16 @@ export class MeshSession {
    * The origin of the one task this session took in an earlier turn and has not finished (from
    * its registry record), if there is exactly one.
    */
-  private async originOfOpenTask(): Promise<Origin | undefined> {
+  private originOfOpenTask(): Promise<Origin | undefined> {
+    // Read once per run, not on every send: this run's own takes and finishes are tracked in memory.
+    this.earlierOrigin ??= this.readOriginOfOpenTask().catch((err: unknown) => {
+      this.earlierOrigin = undefined;
+      throw err;
+    });
+    return this.earlierOrigin;
+  }
+
+  private async readOriginOfOpenTask(): Promise<Origin | undefined> {
     const open = (await this.services.sessions.get(this.address))?.openTasks ?? [];
     if (open.length !== 1) return undefined;
     const task = await this.registry.get(open[0]!.taskId, { as: "assignee", peer: open[0]!.requester }).catch(() => undefined);
@@ -453,6 +464,7 @@ export class MeshSession {
     await this.takenTasks.get(input.taskId);
     const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions, directory: this.services.directory, notifier: this.services.notifier }, { ...input, by: this.address }, hooks);
     this.openTaskOrigins.delete(input.taskId);
+    this.earlierOrigin = undefined;
     return out;
   }
 
