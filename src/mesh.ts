@@ -200,6 +200,7 @@ export class Mesh {
   async close(): Promise<void> {
     await this.admin.stop();
     await this.#core.notifier.stop();
+    await this.#core.closeServices();
     this.#core.ctx.ingest.close();
     this.#core.ctx.connection.close();
     if (this.#ownsConnection) await this.#core.ctx.nc.close();

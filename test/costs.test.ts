@@ -1,7 +1,8 @@
 /**
  * Per-operation costs on the server: nothing the mesh does per message or per operation may leave
  * (or even create) a server consumer. Sessions hold their own (a durable inbox consumer and a live
- * watcher while a run is open); delegations, completions, watches and lookups hold none.
+ * watcher while a run is open), and so does a process that awaits (one feed of its instance's
+ * requested tasks); delegations, completions, watches and lookups hold none.
  */
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
@@ -21,6 +22,9 @@ describe("per-operation server cost", () => {
     const boss = await m.sessions.open("agent:boss:main");
     const worker = await scriptedAgent(m, "agent:worker:main", async (req) => ({ state: "completed", result: `done ${req.taskId}` }));
     suite.cleanup(() => worker.stop());
+    // Per process, not per operation: the feed of its instance's requested tasks, started by its first await.
+    await boss.await([], { timeoutMs: 0 });
+    expect(await boss.services.tasks.feedReady()).toBe(true);
     const ins = await inspect(suite.server, prefix);
     // Count with every session's own consumers in place; the server deletes an ordered consumer
     // when its client goes, so anything created per operation and dropped would not show: count

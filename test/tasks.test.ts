@@ -208,6 +208,29 @@ describe("await (incident 001)", () => {
     await parent.close();
   });
 
+  it("learns of a decision from its registry write, before the assignee has stored the completion event", async () => {
+    const prefix = uniquePrefix();
+    const m = await mesh(prefix, "gw1");
+    const parent = await m.sessions.open("agent:boss:main");
+    const worker = await m.sessions.open("agent:w:main");
+    const t = await parent.delegate({ to: worker.address, message: "x" });
+    const waiting = parent.await([{ taskId: t.taskId }], { timeoutMs: 30_000 });
+    // The first await of a process starts the feed of its instance's requested tasks.
+    expect(await parent.services.tasks.feedReady()).toBe(true);
+    const eventHeld = new Latch();
+    const finishing = worker.complete({ taskId: t.taskId, state: "completed", result: "early" }, { afterDecision: () => eventHeld.opened });
+    const r = await waiting;
+    expect(r.done).toEqual([{ taskId: t.taskId, state: "completed", result: "early", assignee: "agent:w:main", surfaced: "await" }]);
+    // Returned while the assignee still holds its task.complete event back.
+    expect(await storedCompletions(prefix, "gw1", "agent:boss:main")).toBe(0);
+    eventHeld.open();
+    expect((await finishing).notification).toBe("delivered");
+    expect(await storedCompletions(prefix, "gw1", "agent:boss:main")).toBe(1);
+    // Claimed by the await: the inbox never shows it.
+    expect((await parent.take()).messages).toEqual([]);
+    await Promise.all([parent.close(), worker.close()]);
+  });
+
   it("awaits a child session started outside the mesh by its key, completed by the event its host publishes", async () => {
     const prefix = uniquePrefix();
     const m = await mesh(prefix, "gw1");

@@ -12,7 +12,7 @@ import { jetstream, jetstreamManager, AckPolicy, type PubAck } from "@nats-io/je
 import { Kvm } from "@nats-io/kv";
 import { parseSessionKey, type Mesh } from "../src/index.js";
 import { encodeToken } from "../src/address/index.js";
-import { Names } from "../src/topology/index.js";
+import { Names, ServerFeatures } from "../src/topology/index.js";
 import { Kinds, createEnvelope, encodeEnvelope, type TaskRecord } from "../src/wire/index.js";
 import { apiCode, isPermissionDenied } from "../src/transport/js-errors.js";
 import { SessionProcess } from "./harness/child.js";
@@ -250,6 +250,62 @@ describe("every JetStream API a neighbour can name", () => {
     await run.close();
     expect(shown.sort()).toEqual([...accepted].sort());
     expect((await a.parked.list()).filter((p) => p.subject.includes("headers"))).toEqual([]);
+  });
+});
+
+describe("the feed of task records", () => {
+  it("is granted a neighbour for the tasks it requested only: every consumer on another filter is refused, and nothing of the victim's reaches it", async () => {
+    const stream = `KV_${names.taskBucket()}`;
+    const own = `$KV.${names.taskBucket()}.gw-b.*.*`;
+    const victims = `$KV.${names.taskBucket()}.gw-a.*.*`;
+    const asAssignee = `$KV.${names.taskBucket()}.*.gw-a.*`;
+    const nc = await secured.rawAs("gw-b");
+    const seen: string[] = [];
+    let sawOwn: () => void = () => {};
+    const ownArrived = new Promise<void>((resolve) => (sawOwn = resolve));
+    const create = async (i: number, subjectFilter: string, config: Record<string, unknown>): Promise<string> => {
+      nc.subscribe(`_INBOX_gw-b.feed.${i}`, {
+        callback: (_err, m) => {
+          if (m.headers?.code === 100) return;
+          seen.push(m.subject);
+          if (m.subject.startsWith(`$KV.${names.taskBucket()}.gw-b.`)) sawOwn();
+        },
+      });
+      const body = { stream_name: stream, config: { name: `spy${i}`, deliver_subject: `_INBOX_gw-b.feed.${i}`, ack_policy: "none", deliver_policy: "new", ...config } };
+      try {
+        const reply = (await nc.request(`$JS.API.CONSUMER.CREATE.${stream}.spy${i}.${subjectFilter}`, JSON.stringify(body), { timeout: 5000 })).json<{ error?: { err_code?: number } }>();
+        return reply.error ? "api error" : "created";
+      } catch (err) {
+        return isPermissionDenied(err) ? "refused" : `failed: ${String(err)}`;
+      }
+    };
+    const outcomes = [
+      await create(1, victims, { filter_subject: victims }),
+      await create(2, asAssignee, { filter_subject: asAssignee }),
+      await create(3, own, { filter_subject: victims }),
+      await create(4, own, { filter_subject: own, filter_subjects: [victims] }),
+      await create(5, own, {}),
+    ];
+    expect(outcomes.slice(0, 2)).toEqual(["refused", "refused"]);
+    // The server holds the consumer's filter to the one its create subject names. A 2.9 server
+    // does not know `filter_subjects`: it ignores the field and creates the consumer on the named
+    // (own) filter, which the deliveries below show.
+    const multiFilter = new ServerFeatures(b.serverVersion).supports("multiFilter");
+    expect(outcomes.slice(2)).toEqual(["api error", multiFilter ? "api error" : "created", "api error"]);
+    // The positive control: its own feed is allowed and delivers.
+    expect(await create(6, own, { filter_subject: own })).toBe("created");
+
+    const boss = await a.sessions.open("agent:boss:feed");
+    const worker = c.address({ sessionKey: "agent:worker:feed", instance: "gw-c" });
+    const victimTask = await boss.delegate({ to: worker, message: "the victim's plan" });
+    await c.tasks.finish({ taskId: victimTask.taskId, by: worker, state: "completed", result: "the victim's result", requester: "gw-a" });
+    const spy = await b.sessions.open("agent:spy:feed");
+    await spy.delegate({ to: worker, message: "the neighbour's own" });
+    await ownArrived;
+    await nc.flush();
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.filter((subject) => !subject.startsWith(`$KV.${names.taskBucket()}.gw-b.`))).toEqual([]);
+    await nc.close();
   });
 });
 

@@ -50,6 +50,12 @@ export class MeshCore {
     return this.servicesHandle;
   }
 
+  /** Stop what the registries run in the background (mesh close). */
+  async closeServices(): Promise<void> {
+    const s = await this.servicesHandle?.catch(() => undefined);
+    s?.tasks.close();
+  }
+
   async finishDeps(): Promise<FinishDeps> {
     const s = await this.services();
     return { ctx: this.ctx, tasks: s.tasks, sessions: s.sessions, directory: s.directory, notifier: this.notifier };

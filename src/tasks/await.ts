@@ -4,7 +4,10 @@
  * The watcher is attached before the registry is read, and a completion is written to the
  * registry before its event is published, so no completion can slip between the two: a task
  * finished before the await began is found in the registry and returned at once; one finished
- * later arrives through the watcher as soon as its event is stored.
+ * later arrives through the watcher as soon as its event is stored. Sooner still, for the
+ * requester's own tasks: the registry's feed of this instance's requests delivers the decision
+ * itself one delivery after it is stored (`TaskRegistry.onChange`), before the assignee has
+ * written the event. The feed only hastens; the registry and the watcher alone are complete.
  *
  * A completion this await returns is claimed (recorded as surfaced) in the requester's inbox, so
  * the inbox never shows it again; one it does not return (still pending at the timeout) stays in
@@ -82,6 +85,8 @@ class FanIn {
   private readonly pending: Map<string, AwaitTarget>;
   private readonly done: FinishedItem[] = [];
   private readonly arrivals: { taskId: string; outcome: Outcome; from: SessionAddress }[] = [];
+  /** Decisions of this session's own tasks as the registry stored them (the feed). */
+  private readonly decided: StoredTask[] = [];
   /** Each target's assignee, as the registry says: only its completion event is believed. */
   private readonly assignees = new Map<string, SessionAddress>();
   private readonly stop = new AbortController();
@@ -105,6 +110,7 @@ class FanIn {
     this.stop.signal.addEventListener("abort", () => this.wake(), { once: true });
     // The watcher is attached before the registry is read, so no completion slips between them.
     const off = this.deps.watcher.on((env) => this.onEnvelope(env));
+    const offStored = this.deps.registry.onChange([...this.pending.keys()], (t) => this.onStored(t));
     // The watcher replays what was stored while disconnected; decisions made meanwhile are re-read.
     const offResume = this.deps.watcher.onResume(() => {
       this.recheck = true;
@@ -116,6 +122,7 @@ class FanIn {
       return { done: this.done, pending: await this.remaining(), timedOut: !this.satisfied() };
     } finally {
       off();
+      offStored();
       offResume();
       clearTimeout(timer);
       this.opts.signal?.removeEventListener("abort", onOuterAbort);
@@ -130,13 +137,22 @@ class FanIn {
     this.wake();
   }
 
+  /** A stored write to a target: a decision of a task this session requested settles it (no event needed). */
+  private onStored(t: StoredTask): void {
+    const r = t.record;
+    if (!this.pending.has(r.taskId) || !TERMINAL_STATES.has(r.state) || !sameSession(r.requester, this.deps.inbox.session)) return;
+    this.decided.push(t);
+    this.wake();
+  }
+
   private satisfied(): boolean {
     return this.mode === "all" ? this.pending.size === 0 : this.done.length > 0 || this.pending.size === 0;
   }
 
   private async waitForArrivals(): Promise<void> {
     while (!this.satisfied() && !this.stop.signal.aborted) {
-      if (this.arrivals.length === 0 && !this.recheck) await new Promise<void>((resolve) => (this.wake = resolve));
+      if (this.arrivals.length === 0 && this.decided.length === 0 && !this.recheck) await new Promise<void>((resolve) => (this.wake = resolve));
+      for (const t of this.decided.splice(0)) await this.settleStored(t);
       for (const a of this.arrivals.splice(0)) {
         // An event from the known assignee is believed at once; anything else (a task this await
         // has not read yet, or an instance claiming a task that is not its own) is decided by the
@@ -160,10 +176,16 @@ class FanIn {
   private async settleIfDecided(taskId: string): Promise<StoredTask | undefined> {
     const stored = await this.deps.registry.get(taskId);
     if (stored) this.assignees.set(taskId, stored.record.assignee);
-    if (!stored || !TERMINAL_STATES.has(stored.record.state)) return stored;
-    const r = stored.record;
-    await this.settle(taskId, { state: r.state, result: r.result, error: r.error, action: r.action, assignee: sessionKeyOf(r.assignee), assigneeInstance: r.assignee.instance }, sameSession(r.requester, this.deps.inbox.session));
+    if (!stored || !(await this.settleStored(stored))) return stored;
     return undefined;
+  }
+
+  /** Settle a target from its registry record when that is decided; false when it is not. */
+  private async settleStored(stored: StoredTask): Promise<boolean> {
+    const r = stored.record;
+    if (!TERMINAL_STATES.has(r.state)) return false;
+    await this.settle(r.taskId, { state: r.state, result: r.result, error: r.error, action: r.action, assignee: sessionKeyOf(r.assignee), assigneeInstance: r.assignee.instance }, sameSession(r.requester, this.deps.inbox.session));
+    return true;
   }
 
   /** What is still pending at the end; one decided in the registry whose event was not seen yet is returned, not called pending. */

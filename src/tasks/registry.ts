@@ -9,11 +9,12 @@
  * after the delivery grace (`tasks.deliveryGraceMs`) is not alive: its delegation failed or its
  * process died before the request was stored (subjects.md, "Tasks").
  */
+import type { Msg } from "@nats-io/transport-node";
 import { sameSession } from "../address/index.js";
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
 import { TaskRecordSchema, type TaskRecord } from "../wire/index.js";
-import { KvStore, UnreadableRecordError, ensureBucket, type Names, type StoreRead, type TaskRole } from "../topology/index.js";
+import { BucketFeed, KvStore, UnreadableRecordError, ensureBucket, type BucketFeedConnection, type Names, type StoreRead, type TaskRole } from "../topology/index.js";
 import type { Watches } from "../registry/index.js";
 
 export interface StoredTask {
@@ -71,8 +72,13 @@ export class TaskRegistry {
    * it saves a read, and a compare-and-set at a stale revision simply fails and re-reads.
    */
   private readonly lastSeen = new Map<string, StoredTask>();
+  /** Who follows which of this instance's requested tasks (`onChange`), by task id. */
+  private readonly followers = new Map<string, Set<(task: StoredTask) => void>>();
+  /** The writes to this instance's requested tasks, pushed to this process (started by the first follower). */
+  private feed: BucketFeed | undefined;
 
   private constructor(
+    private readonly conn: BucketFeedConnection,
     private readonly names: Names,
     /** This instance: task ids are scoped by requester, and an instance reads only its own tasks. */
     private readonly self: string,
@@ -86,7 +92,54 @@ export class TaskRegistry {
   static async open(ctx: MeshContext, watches: Watches): Promise<TaskRegistry> {
     // The key names requester and assignee; a body naming anyone else is a forgery.
     const store = await KvStore.open(ctx, ctx.names.taskBucket(), TaskRecordSchema, { agrees: (key, r) => ctx.names.taskRecordKey(r) === key });
-    return new TaskRegistry(ctx.names, ctx.config.instance, store, watches, ctx.config.tasks.deliveryGraceMs);
+    return new TaskRegistry(ctx, ctx.names, ctx.config.instance, store, watches, ctx.config.tasks.deliveryGraceMs);
+  }
+
+  /**
+   * Call `listener` with each write to these tasks of this instance (as requester) as soon as it
+   * is stored, decoded and checked like any read; returns an unsubscribe. Best effort, never the
+   * only way to learn a change: the feed behind it starts with the first follower and may miss
+   * writes (starting, reconnecting, refused by an older authorization), so a follower also reads.
+   * It is what lets an awaiting requester learn of a decision from the decision's own write.
+   */
+  onChange(taskIds: readonly string[], listener: (task: StoredTask) => void): () => void {
+    this.feed ??= new BucketFeed(this.conn, `KV_${this.store.name}`, `$KV.${this.store.name}.${this.names.tasksRequestedBy(this.self)}`, (m, seq) => this.changed(m, seq));
+    for (const id of taskIds) {
+      let set = this.followers.get(id);
+      if (set === undefined) this.followers.set(id, (set = new Set()));
+      set.add(listener);
+    }
+    return () => {
+      for (const id of taskIds) {
+        const set = this.followers.get(id);
+        set?.delete(listener);
+        if (set?.size === 0) this.followers.delete(id);
+      }
+    };
+  }
+
+  /** Whether the feed behind `onChange` delivers, once its start (by the first follower) has ended. */
+  async feedReady(): Promise<boolean> {
+    return (await this.feed?.ready()) ?? false;
+  }
+
+  /** Stop the feed behind `onChange` (mesh close). */
+  close(): void {
+    this.feed?.stop();
+    this.feed = undefined;
+    this.followers.clear();
+  }
+
+  private changed(m: Msg, seq: number): void {
+    const k = this.names.parseTaskKey(m.subject.slice(`$KV.${this.store.name}.`.length));
+    // Only followed tasks are decoded: the feed carries every write to this instance's requests.
+    const listeners = k && k.requester === this.self ? this.followers.get(k.taskId) : undefined;
+    if (listeners === undefined) return;
+    const read = this.store.decodeDelivered(m, seq);
+    if (read.status !== "value") return;
+    const task = stored(read);
+    if ((this.lastSeen.get(task.key)?.revision ?? 0) < task.revision) this.seen(task);
+    for (const l of [...listeners]) l(task);
   }
 
   /** Where a record's request stands (by the record's last change and this process's clock). */

@@ -42,7 +42,7 @@ export interface InstancePermissions {
 /**
  * Subjects instance `me` may publish and subscribe to. No instance may create, reconfigure, delete
  * or purge a stream or bucket (provisioning is the operator's), create consumers on the shared
- * buckets, read the content of tasks it takes no part in, or answer a request on anyone's behalf: `allow_responses` is off, and the only replies
+ * buckets (but one feed of the tasks it requested), read the content of tasks it takes no part in, or answer a request on anyone's behalf: `allow_responses` is off, and the only replies
  * it may publish go to its own inbox prefix (its lease-liveness answers to its own processes).
  */
 export function instancePermissions(prefix: string, me: string): InstancePermissions {
@@ -85,6 +85,10 @@ export function instancePermissions(prefix: string, me: string): InstancePermiss
     // names are listed to all (stream info).
     `${api}.STREAM.INFO.${tasks}`,
     ...n.readableTaskKeys(me).map((k) => `${api}.DIRECT.GET.${tasks}.${k}`),
+    // A live feed of the tasks it requested (an awaiting requester learns of a decision from the
+    // decision's write): a consumer created through the API subject that names its filter, which
+    // the server holds the consumer's filter to, delivering under its own inbox prefix only.
+    `${api}.CONSUMER.CREATE.${tasks}.*.$KV.${n.taskBucket()}.${n.tasksRequestedBy(me)}`,
     ...n.writableRegistryKeys(me),
   ];
   // Replies and pull deliveries only under its own inbox prefix; liveness probes for its own holders.

@@ -19,7 +19,7 @@
 import type { JetStreamManager, StoredMsg } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import type { z } from "zod";
 import { MeshError } from "../errors.js";
 import { isRevisionConflict } from "../transport/js-errors.js";
@@ -130,6 +130,11 @@ export class KvStore<S extends z.ZodType> {
     const op = m.header?.get("KV-Operation");
     if (op === "DEL" || op === "PURGE") return { status: "absent", key };
     return this.parse(key, m.seq, () => JSON.parse(decoder.decode(m.data)));
+  }
+
+  /** Interpret a write as a feed delivered it (its stream sequence is the revision). */
+  decodeDelivered(m: Msg, seq: number): StoreRead<z.output<S>> {
+    return this.fromStored({ subject: m.subject, seq, data: m.data, header: m.headers });
   }
 
   /** Interpret a stored entry (from a get or a watch). */
