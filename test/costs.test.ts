@@ -62,6 +62,30 @@ describe("per-operation server cost", () => {
     await boss.close();
   }, 120_000);
 
+  it("takes a message its session's watcher saw land without first asking the server what is pending", async () => {
+    const prefix = uniquePrefix();
+    const m = await suite.mesh(prefix);
+    const worker = await m.sessions.open("agent:worker:main");
+    const ins = await inspect(suite.server, prefix);
+    let infos = 0;
+    const counting = ins.nc.subscribe(`$JS.API.CONSUMER.INFO.${ins.names.inboxStream("gw1")}.>`, { callback: () => void infos++ });
+    await ins.nc.flush();
+    // The first take asks (and finds nothing): from then on the reader knows what it has handled.
+    expect((await worker.take()).messages).toEqual([]);
+    for (let i = 0; i < 20; i++) {
+      const arrived = worker.nextArrival();
+      await m.send({ from: "agent:boss:main", to: "agent:worker:main", body: { i } });
+      await arrived;
+      const batch = await worker.take();
+      expect(batch.messages.map((x) => x.body)).toEqual([{ i }]);
+      await batch.confirm();
+    }
+    await ins.nc.flush();
+    counting.unsubscribe();
+    expect(infos).toBe(1);
+    await worker.close();
+  });
+
   it("leaves no status reader on a connection its caller keeps, once an attached mesh is closed", async () => {
     const nc = await connect({ servers: suite.server.url });
     suite.cleanup(() => nc.close());

@@ -96,6 +96,14 @@ export class Inbox {
   private turn: Promise<unknown> = Promise.resolve();
   /** Messages the server said were pending after the last fetch (0: unknown, ask). */
   private knownPending = 0;
+  /**
+   * Set while this reader knows it has fetched everything up to this stream sequence and nothing
+   * was pending behind it: the session's live watcher then counts what lands after it
+   * (`arrivals`), and a take that has that count fetches at once instead of first asking the
+   * server what is deliverable.
+   */
+  private drainedThrough: number | undefined;
+  private readonly arrivals = new Set<number>();
   /** The last confirm failed because the seen log refused its record (redeliveries are ours, not the messages'). */
   private seenRefused = false;
   /**
@@ -208,7 +216,7 @@ export class Inbox {
   }
 
   private giveBack(fetched: readonly JsMsg[]): void {
-    this.knownPending = 0;
+    this.forgetPending();
     for (const m of fetched) m.nak();
   }
 
@@ -270,7 +278,7 @@ export class Inbox {
 
   private ackNotConfirmed(seq: number, err: unknown): void {
     // The batch may come back after its ack deadline; its messages are recorded, so it is skipped.
-    this.knownPending = 0;
+    this.forgetPending();
     this.ctx.logger.warn({ err, session: this.sessionKey, seq }, "ack not confirmed; already-recorded messages will be skipped on redelivery");
   }
 
@@ -283,6 +291,27 @@ export class Inbox {
   /** @internal Messages given back change what is pending: ask the server next time. */
   forgetPending(): void {
     this.knownPending = 0;
+    this.drainedThrough = undefined;
+    this.arrivals.clear();
+  }
+
+  /** @internal The session's live watcher saw a message for this session stored at `seq`. */
+  noteArrival(seq: number): void {
+    if (this.drainedThrough !== undefined && seq > this.drainedThrough && this.arrivals.size < MAX_BATCH) this.arrivals.add(seq);
+  }
+
+  /** After a fetch: what is known to be pending behind it, and whether the reader is now drained. */
+  private fetched(out: readonly JsMsg[]): void {
+    const last = out.at(-1);
+    this.knownPending = last?.info.pending ?? 0;
+    if (last === undefined || this.knownPending > 0) {
+      this.drainedThrough = undefined;
+      this.arrivals.clear();
+      return;
+    }
+    const through = Math.max(this.drainedThrough ?? 0, ...out.map((m) => m.seq));
+    this.drainedThrough = through;
+    for (const seq of this.arrivals) if (seq <= through) this.arrivals.delete(seq);
   }
 
   /** @internal */
@@ -313,7 +342,8 @@ export class Inbox {
     for (;;) {
       // The last fetched message says how many more were pending behind it: while that is known to
       // be non-zero, skip asking the server.
-      const available = this.knownPending > 0 ? this.knownPending : await this.deliverable(consumer);
+      // Else what the watcher saw land since the reader drained (a lower bound), else ask the server.
+      const available = this.knownPending > 0 ? this.knownPending : this.arrivals.size > 0 ? this.arrivals.size : await this.deliverable(consumer);
       if (available === 0) return [];
       const out: JsMsg[] = [];
       const iter = await consumer.fetch({ max_messages: Math.min(available, max), expires: this.ctx.config.inbox.fetchExpiresMs });
@@ -327,7 +357,7 @@ export class Inbox {
         this.giveBack(out);
         throw err;
       }
-      this.knownPending = out.at(-1)?.info.pending ?? 0;
+      this.fetched(out);
       if (out.length > 0 || Date.now() >= deadline) return out;
     }
   }
@@ -340,7 +370,10 @@ export class Inbox {
     const counted = info.num_pending + info.num_ack_pending;
     if (counted > 0) return counted;
     const last = await this.ctx.jsm.direct.getMessage(this.ctx.names.inboxStream(this.session.instance), { last_by_subj: this.ctx.names.sessionFilter(this.session) });
-    return last !== null && last.seq > info.delivered.stream_seq ? 1 : 0;
+    if (last !== null && last.seq > info.delivered.stream_seq) return 1;
+    // Nothing is deliverable: everything up to the consumer's delivered sequence was handled.
+    if (this.drainedThrough === undefined) this.drainedThrough = info.delivered.stream_seq;
+    return 0;
   }
 
   private subjectOf(raw: string): SubjectVerdict {

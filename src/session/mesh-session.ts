@@ -130,6 +130,8 @@ export class MeshSession {
     readonly services: MeshServices,
   ) {
     this.registry = services.tasks;
+    // What lands while the run is open: a take then fetches without first asking what is pending.
+    watcher.on((_envelope, seq) => inbox.noteArrival(seq));
   }
 
   get address(): SessionAddress {
@@ -156,7 +158,7 @@ export class MeshSession {
         this.registry.noteAssigned(m.taskId, m.from.instance);
         if (m.envelope.origin) this.openTaskOrigins.set(m.taskId, m.envelope.origin);
         // Remembered in the session's record, so work done in a later turn (or after a restart)
-        // keeps the task's origin. Off the take's path: finishing the task and closing the run wait for it.
+        // keeps the task's origin. Off the take's path: the session's record of finishing it, and closing the run, wait for it.
         const taskId = m.taskId;
         const noted = this.services.sessions
           .taskTaken(this.address, taskId, m.from.instance)
@@ -297,7 +299,8 @@ export class MeshSession {
     if (!opts.to) throw new InvalidTaskActionError("delegate needs a target session (or a task key with an agent)");
     await this.assertOpen(opts.to);
     const taskId = opts.taskId ?? randomUUID();
-    const claim = await this.claimRecord(await this.newRecord(opts.to, taskId, opts));
+    // An id made here is new: create first, and read only if that finds one (it never should).
+    const claim = await this.claimRecord(await this.newRecord(opts.to, taskId, opts), opts.taskId === undefined);
     if (claim.kind === "in-use") {
       const sending = this.registry.delivery(claim.stored.record) === "sending";
       throw new InvalidTaskActionError(`task id ${taskId} is ${sending ? "being delegated by another session right now" : "already used by another delegation"}`);
@@ -333,7 +336,7 @@ export class MeshSession {
       session ??= opts.to ?? keys.newSession(k.agent, k.instance);
       const taskId = randomUUID();
       // The record first: an entry never points at a task that was not created.
-      const claim = await this.claimRecord(await this.newRecord(session, taskId, opts));
+      const claim = await this.claimRecord(await this.newRecord(session, taskId, opts), true);
       if (claim.kind !== "claimed") continue;
       await hooks.onStep?.("record-created", { taskId });
       const written = await keys.write(key, entry, session, k.key, taskId);
@@ -372,7 +375,11 @@ export class MeshSession {
    * this same delegation (delivered: `existing`; not confirmed: a retry, sent again), another
    * delegation's (`in-use`), or one whose request never arrived after the grace (taken over).
    */
-  private async claimRecord(record: TaskRecord): Promise<Claim> {
+  private async claimRecord(record: TaskRecord, freshId = false): Promise<Claim> {
+    if (freshId) {
+      const created = await this.registry.create(record);
+      if (created) return { kind: "claimed", stored: created };
+    }
     for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
       const existing = await this.registry.get(record.taskId, { as: "requester" });
       if (!existing) {
@@ -461,8 +468,8 @@ export class MeshSession {
     input: { taskId: string; state: FinishState; result?: JsonBody; error?: string; action?: Action; requester?: string } & RouteOverrides,
     hooks?: FinishHooks,
   ): Promise<FinishOutcome> {
-    await this.takenTasks.get(input.taskId);
-    const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions, directory: this.services.directory, notifier: this.services.notifier }, { ...input, by: this.address }, hooks);
+    const taken = this.takenTasks.get(input.taskId);
+    const out = await finishTask({ ctx: this.ctx, tasks: this.registry, sessions: this.services.sessions, directory: this.services.directory, notifier: this.services.notifier, ...(taken && { sessionWrite: taken }) }, { ...input, by: this.address }, hooks);
     this.openTaskOrigins.delete(input.taskId);
     this.earlierOrigin = undefined;
     return out;

@@ -89,6 +89,11 @@ export interface FinishDeps {
   /** Where an announce on another platform than the conversation's finds a gateway that delivers there. */
   readonly directory: Directory;
   readonly notifier: DeferredNotifications;
+  /**
+   * A write to the finishing session's record still under way (its take noting the task as open):
+   * the decision does not wait for it, the session's own record of the outcome comes after it.
+   */
+  readonly sessionWrite?: Promise<unknown>;
 }
 
 export class NotAssigneeError extends MeshError {
@@ -122,7 +127,10 @@ export async function finishTask(deps: FinishDeps, req: FinishRequest, hooks: Fi
     assertDeliverable(ctx, { ...task.record, state: req.state, ...(result !== undefined && { result }), ...(req.error !== undefined && { error: req.error }), ...(action !== undefined && { action }), ...(announceTarget !== undefined && { announceTarget }), ...(announceVia && { announceVia }) });
   }
   const out = await decide(deps, { ...req, ...(result !== undefined && { result }), ...(action !== undefined && { action }) }, announceTarget && { announceTarget, ...(announceVia && { announceVia }) }, hooks, task);
-  if (out.outcome === "finished") await deps.sessions.declareTask(req.by, req.state, req.taskId);
+  if (out.outcome === "finished") {
+    await deps.sessionWrite;
+    await deps.sessions.declareTask(req.by, req.state, req.taskId);
+  }
   return out;
 }
 
