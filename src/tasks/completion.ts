@@ -164,6 +164,9 @@ async function decide(deps: FinishDeps, req: FinishRequest, route: Pick<TaskReco
     const stored = await tasks.replace(current, next);
     if (!stored) continue; // lost the race: re-read and report what won
     await hooks.afterDecision?.();
+    // The decision is stored and an awaiting requester in this process learns of it from its
+    // feed: let that delivery (often in the socket already) run before the follow-up writes.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     return { outcome: "finished", record: next, ...notification(await notifyOrDefer(deps, stored)) };
   }
 }
