@@ -9,9 +9,11 @@
  *   (`Nats-Expected-Last-Subject-Sequence`). A reader that opens a session writes a record first
  *   (its fence), so whatever the previous holder still tries to record (say after a partition
  *   heals) is refused by the server: that holder gets LeaseLostError and never acknowledges.
- * - **Compaction.** A snapshot is written with a subject rollup, which removes every earlier record
- *   of the session; after `MAX_DELTAS` deltas the next write is a snapshot again. Opening reads the
- *   last snapshot and the deltas after it (direct gets, no consumer): bounded by what the log must
+ * - **Compaction.** A snapshot holds the whole state; once it is stored, every earlier record of the
+ *   session is removed (by the rollup of a one-record snapshot, or by a purge after the last part
+ *   of a longer one, which is appended without replacing anything until it is complete); after
+ *   `MAX_DELTAS` deltas the next write is a snapshot again. Opening reads the last complete
+ *   snapshot and the records after it (direct gets, no consumer): bounded by what the log must
  *   still hold (the ids the inbox's retention can still redeliver), not by its history.
  * - **Retention.** An id is kept while the inbox can still hold a copy of its message (the inbox's
  *   `max_age` plus the duplicate window); older ids are pruned at the next snapshot.
@@ -162,33 +164,45 @@ export class SeenLog {
     if (through !== undefined && through > this.through) this.through = through;
   }
 
-  /** Read the last snapshot and the deltas after it. */
+  /**
+   * Read the last complete snapshot and everything after it. Where to start is in the last
+   * record: its `base` (a delta's snapshot; a snapshot part's: the snapshot readers use until that
+   * snapshot's last part is stored), else a one-part snapshot itself. Every record from there is
+   * applied (a snapshot cut off by a failed or dying writer adds ids the log held anyway).
+   */
   private async load(): Promise<void> {
     const last = await this.ctx.jsm.direct.getMessage(this.stream, { last_by_subj: this.subject });
     if (last === null) return;
     const lastRecord = this.parse(last);
-    let cursor = lastRecord?.base ?? (lastRecord?.kind === "snapshot" && lastRecord.part === 0 ? last.seq : 1);
+    let cursor = lastRecord?.base ?? (lastRecord?.kind === "snapshot" && lastRecord.part === 0 && (lastRecord.of ?? 1) === 1 ? last.seq : 1);
+    /** Ids in the parts of the snapshot being walked. */
+    let partIds = 0;
     while (cursor <= last.seq) {
       const m = cursor === last.seq ? last : await this.ctx.jsm.direct.getMessage(this.stream, { seq: cursor, next_by_subj: this.subject });
       if (m === null || m.seq > last.seq) break;
       const r = this.parse(m);
-      if (r?.kind === "snapshot" && r.part === 0) {
-        this.ids.clear();
-        this.base = m.seq;
-        this.deltas = 0;
-        this.deltaIds = 0;
-        this.snapshotIds = 0;
-      } else if (r?.kind === "delta") {
-        this.deltas++;
-      }
-      if (r) {
-        let n = 0;
-        for (const g of r.groups) n += g.ids.length;
-        if (r.kind === "delta") this.deltaIds += n;
-        else this.snapshotIds += n;
-      }
-      if (r) this.apply(r.groups, r.through);
       cursor = m.seq + 1;
+      if (!r) continue;
+      let n = 0;
+      for (const g of r.groups) n += g.ids.length;
+      if (r.kind === "delta") {
+        this.deltas++;
+        this.deltaIds += n;
+      } else {
+        const of = r.of ?? 1;
+        const part = r.part ?? 0;
+        // A one-part snapshot rolled the subject up: it is the whole state.
+        if (of === 1) this.ids.clear();
+        partIds = part === 0 ? n : partIds + n;
+        // Complete once its last part is stored: the base later deltas name.
+        if (part === of - 1) {
+          this.base = of === 1 ? m.seq : (r.base ?? m.seq);
+          this.deltas = 0;
+          this.deltaIds = 0;
+          this.snapshotIds = partIds;
+        }
+      }
+      this.apply(r.groups, r.through);
     }
     this.lastSeq = last.seq;
   }
@@ -208,9 +222,18 @@ export class SeenLog {
   }
 
   /**
-   * Write the whole state (pruned) plus `pending` as a snapshot: a rollup of the subject, fenced at
-   * `lastSeq`. The pending ids count as surfaced in this process only once the snapshot is stored:
-   * a snapshot that fails records nothing, and its batch comes back to be shown.
+   * Write the whole state (pruned) as a snapshot, fenced at `lastSeq`, and record `pending` (ids
+   * and `through` of the batch being confirmed) with it. The pending ids count as surfaced in this
+   * process only once they are stored: a snapshot that fails records nothing of them, and their
+   * batch comes back to be shown.
+   *
+   * One part: a single record with a subject rollup, which replaces every earlier record at once.
+   * Several parts (a record stays under a quarter of `max_payload`) cannot replace the log at once,
+   * so they are appended after it, each fenced, and the log stays readable at every step: until the
+   * last part is stored, every part names the previous snapshot as `base`, where readers start (the
+   * new parts then only repeat ids the log holds); the last part names the new snapshot's first
+   * part. Then the records before it are purged, and the pending ids follow as a delta: a batch is
+   * never recorded by a snapshot that may stay incomplete.
    */
   private async writeSnapshot(pending: readonly SeenGroup[] = [], pendingThrough?: number): Promise<void> {
     const horizon = Date.now() - this.ctx.config.retention.maxAgeMs - this.ctx.config.retention.duplicateWindowMs;
@@ -220,22 +243,42 @@ export class SeenLog {
       next = new Map(this.ids);
       for (const g of pending) for (const id of g.ids) next.set(id, Math.max(next.get(id) ?? 0, g.at));
     }
-    const through = Math.max(this.through, pendingThrough ?? 0);
-    const parts = snapshotParts(next, Math.max(4096, Math.floor(this.ctx.serverMaxPayload / 4)));
+    const budget = Math.max(4096, Math.floor(this.ctx.serverMaxPayload / 4));
+    const whole = snapshotParts(next, budget);
+    if (whole.length === 1) {
+      const seq = await this.publish({ v: 1, kind: "snapshot", part: 0, of: 1, groups: whole[0]!, through: Math.max(this.through, pendingThrough ?? 0) }, true);
+      this.lastSeq = seq;
+      this.base = seq;
+      this.deltas = 0;
+      if (pending.length > 0) {
+        this.ids = next;
+        this.apply(pending, pendingThrough);
+      }
+      return;
+    }
+    const parts = pending.length > 0 ? snapshotParts(this.ids, budget) : whole;
+    const previous = this.base;
     let first = 0;
     for (let i = 0; i < parts.length; i++) {
-      const seq = await this.publish({ v: 1, kind: "snapshot", part: i, of: parts.length, groups: parts[i]!, ...(i === 0 ? { through } : { base: first }) }, i === 0);
+      const base = i === parts.length - 1 ? first : previous;
+      const seq = await this.publish({ v: 1, kind: "snapshot", part: i, of: parts.length, groups: parts[i]!, ...(i === 0 && { through: this.through }), ...(base > 0 && { base }) }, false);
       if (i === 0) first = seq;
       this.lastSeq = seq;
     }
-    if (pending.length > 0) {
-      this.ids = next;
-      this.apply(pending, pendingThrough);
-    }
     this.base = first;
     this.deltas = 0;
+    await this.purgeBefore(first);
+    if (pending.length > 0) await this.append(pending.flatMap((g) => g.ids), pendingThrough);
   }
 
+  /** Remove the records a complete snapshot made obsolete (best effort: readers skip them anyway). */
+  private async purgeBefore(seq: number): Promise<void> {
+    try {
+      await this.ctx.jsm.streams.purge(this.stream, { filter: this.subject, seq });
+    } catch (err) {
+      this.ctx.logger.debug({ err, session: sessionKeyOf(this.session) }, "could not purge the records before a surfaced-id snapshot; the next snapshot does");
+    }
+  }
 
   private async publish(record: object, rollup: boolean): Promise<number> {
     if (this.fenced) throw new LeaseLostError(sessionKeyOf(this.session));
@@ -258,12 +301,7 @@ export class SeenLog {
   }
 }
 
-/** Ids grouped by surfacing time, split so no part's ids come near `budget` bytes. */
-/**
- * @internal A snapshot's parts, newest ids first: the first part is written with the subject
- * rollup and the others after it, so if a writer dies between parts, what survives is the first
- * part, and it holds the ids most likely still needed (recent claims, a batch whose ack was lost).
- */
+/** @internal A snapshot's parts: ids grouped by surfacing minute, newest first, no part's ids near `budget` bytes. */
 export function snapshotParts(ids: ReadonlyMap<string, number>, budget: number): SeenGroup[][] {
   const byTime = new Map<number, string[]>();
   for (const [id, at] of ids) {

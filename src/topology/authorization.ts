@@ -77,6 +77,9 @@ export function instancePermissions(prefix: string, me: string): InstancePermiss
       `${api}.CONSUMER.MSG.NEXT.${s}.>`,
       `$JS.ACK.${s}.>`,
     ]),
+    // Its seen log drops the records a snapshot of several parts made obsolete (the rollup a
+    // one-part snapshot carries removes as much).
+    `${api}.STREAM.PURGE.${n.seenStream(me)}`,
     `$KV.${n.leaseBucket(me)}.>`,
     // Shared registries: read by info and direct get (no consumers); written only where the key names this instance.
     ...shared.flatMap((s) => [`${api}.STREAM.INFO.${s}`, `${api}.STREAM.MSG.GET.${s}`, `${api}.DIRECT.GET.${s}`, `${api}.DIRECT.GET.${s}.>`]),
