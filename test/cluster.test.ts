@@ -18,6 +18,7 @@ afterAll(async () => {
 
 async function clusterMesh(prefix: string): Promise<Mesh> {
   // JetStream needs its meta leader before the first stream can be created.
+  let lastError: unknown;
   return until(
     async () =>
       Mesh.connect({
@@ -29,8 +30,11 @@ async function clusterMesh(prefix: string): Promise<Mesh> {
         sendRetryMs: 90_000,
         inbox: fastInbox,
         connection: { maxReconnectAttempts: -1, reconnectTimeWait: 100 },
-      }).catch(() => undefined),
-    "the cluster's JetStream to accept an R3 stream",
+      }).catch((err: unknown) => {
+        lastError = err;
+        return undefined;
+      }),
+    () => `the cluster's JetStream to accept an R3 stream (last refusal: ${String(lastError)})`,
     60_000,
   );
 }

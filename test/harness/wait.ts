@@ -15,12 +15,12 @@ export function consumerDeleted(nc: NatsConnection, stream: string, consumer: st
 }
 
 /** Polls `probe` until it returns a defined value; for conditions only observable by asking the server. */
-export async function until<T>(probe: () => Promise<T | undefined>, what: string, limitMs = 20_000): Promise<T> {
+export async function until<T>(probe: () => Promise<T | undefined>, what: string | (() => string), limitMs = 20_000): Promise<T> {
   const deadline = Date.now() + limitMs;
   for (;;) {
     const v = await probe();
     if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
