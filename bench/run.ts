@@ -435,14 +435,18 @@ await withServer(async (server) => {
             if (a.status === "rejected") throw a.reason;
             continue;
           }
-          await batch.confirm();
+          // Like the raw responder (which acks and answers without waiting for the ack) and like
+          // an OpenClaw turn (whose tools finish tasks before the turn's boundary confirms what it
+          // was shown): the batch is confirmed while its tasks are being finished.
+          const finishing: Promise<unknown>[] = [];
           for (const m of batch.messages) {
             if (m.kind !== Kinds.taskRequest) continue;
             const req = TaskRequestBodySchema.parse(m.body);
             const finish = () => session.complete({ taskId: req.taskId, state: "completed", result: "ok" });
             if (delayMs > 0) completions.after(delayMs, finish);
-            else await finish();
+            else finishing.push(finish());
           }
+          await Promise.all([batch.confirm(), ...finishing]);
         }
       })(),
     );
