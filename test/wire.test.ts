@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { PayloadTooLargeError } from "../src/index.js";
-import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, isPlainEnvelope, isPlainJson, isPlainSeenRecord, SeenRecordSchema, type Envelope } from "../src/wire/index.js";
+import { decodeEnvelope, encodeEnvelope, EnvelopeSchema, isPlainEnvelope, isPlainJson, isPlainSeenRecord, isPlainTaskRecord, SeenRecordSchema, TaskRecordSchema, type Envelope } from "../src/wire/index.js";
 
 const base: Envelope = {
   v: 1,
@@ -188,5 +188,55 @@ describe("the fast check of a seen-log record", () => {
 
   it("accepts only what the schema accepts, as the schema reads it", () => {
     agreesWithSchema(record, isPlainSeenRecord, SeenRecordSchema, 10_000);
+  });
+});
+
+describe("the fast check of a task record", () => {
+  const usually = <T, U>(valid: fc.Arbitrary<T>, other: fc.Arbitrary<U>) => fc.oneof({ weight: 14, arbitrary: valid }, { weight: 1, arbitrary: other });
+  const ABSENT = Symbol("absent");
+  const junk = fc.oneof(fc.constant(null), fc.integer(), fc.boolean(), fc.constant([]), fc.constant({}), fc.constant(ABSENT));
+  const mostly = <T>(a: fc.Arbitrary<T>) => usually(a, junk);
+  const rarely = <T>(a: fc.Arbitrary<T>) => fc.oneof({ weight: 3, arbitrary: fc.constant(ABSENT) }, { weight: 1, arbitrary: mostly(a) });
+  const present = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== ABSENT));
+  const text = (max: number) => usually(fc.string({ maxLength: 8 }), fc.constantFrom("x".repeat(max), "x".repeat(max + 1)));
+  const address = fc
+    .record({ instance: mostly(fc.string({ maxLength: 6 })), agent: mostly(fc.string({ maxLength: 6 })), channel: mostly(fc.string({ maxLength: 6 })), session: mostly(fc.string({ maxLength: 6 })), run: rarely(fc.string({ maxLength: 4 })), thread: rarely(fc.string({ maxLength: 4 })), extra: rarely(fc.string()) })
+    .map(present);
+  const at = usually(
+    fc.date({ min: new Date(0), max: new Date(4e12), noInvalidDate: true }).map((d) => d.toISOString()),
+    fc.constantFrom("2026-11-21T10:00:00+02:00", "2026-11-21T10:00:00", "2026-02-30T10:00:00Z", "now", ""),
+  );
+  const record = fc
+    .record({
+      v: usually(fc.constant(1), fc.constantFrom(2, "1", ABSENT)),
+      taskId: mostly(usually(fc.stringMatching(/^[A-Za-z0-9_-]{1,60}$/), fc.constantFrom("", "a.b", "x".repeat(61)))),
+      requester: mostly(address),
+      assignee: mostly(address),
+      state: mostly(fc.constantFrom("submitted", "working", "input-required", "completed", "failed", "canceled", "done")),
+      title: rarely(text(500)),
+      result: rarely(usually(fc.jsonValue({ maxDepth: 3 }), fc.constant(Number.POSITIVE_INFINITY))),
+      error: rarely(text(4000)),
+      createdAt: mostly(at),
+      updatedAt: mostly(at),
+      finishedBy: rarely(fc.string({ maxLength: 6 })),
+      notified: usually(fc.boolean(), fc.constantFrom(ABSENT, "true", 1)),
+      delivered: rarely(fc.boolean()),
+      childSession: rarely(fc.boolean()),
+      origin: rarely(fc.constant({ channel: "telegram", to: "1", session: base.from })),
+      action: rarely(fc.constantFrom("reply", "skip", "announce", "shout")),
+      announceTarget: rarely(fc.constant({ channel: "telegram", to: "1" })),
+      announceVia: rarely(address),
+      later: rarely(fc.jsonValue({ maxDepth: 1 })),
+    })
+    .map(present);
+
+  it("accepts only what the schema accepts, and outputs what the schema outputs", () => {
+    agreesWithSchema(record, isPlainTaskRecord, TaskRecordSchema, 20_000);
+  });
+
+  it("leaves an own __proto__ key (as JSON.parse makes it) to the schema", () => {
+    const r = { v: 1, taskId: "t1", requester: base.from, assignee: base.to, state: "completed", createdAt: "2026-11-21T10:00:00.000Z", updatedAt: "2026-11-21T10:00:00.000Z", notified: false };
+    expect(isPlainTaskRecord(r)).toBe(true);
+    expect(isPlainTaskRecord(JSON.parse(JSON.stringify(r).replace("{", '{"__proto__":{"x":1},')))).toBe(false);
   });
 });

@@ -13,7 +13,7 @@ import type { Msg } from "@nats-io/transport-node";
 import { sameSession } from "../address/index.js";
 import { MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { TaskRecordSchema, type TaskRecord } from "../wire/index.js";
+import { TaskRecordSchema, isPlainTaskRecord, type TaskRecord } from "../wire/index.js";
 import { BucketFeed, KvStore, UnreadableRecordError, ensureBucket, type BucketFeedConnection, type Names, type StoreRead, type TaskRole } from "../topology/index.js";
 import type { Watches } from "../registry/index.js";
 
@@ -91,7 +91,7 @@ export class TaskRegistry {
 
   static async open(ctx: MeshContext, watches: Watches): Promise<TaskRegistry> {
     // The key names requester and assignee; a body naming anyone else is a forgery.
-    const store = await KvStore.open(ctx, ctx.names.taskBucket(), TaskRecordSchema, { agrees: (key, r) => ctx.names.taskRecordKey(r) === key });
+    const store = await KvStore.open(ctx, ctx.names.taskBucket(), TaskRecordSchema, { agrees: (key, r) => ctx.names.taskRecordKey(r) === key, plain: isPlainTaskRecord });
     return new TaskRegistry(ctx, ctx.names, ctx.config.instance, store, watches, ctx.config.tasks.deliveryGraceMs);
   }
 

@@ -1,6 +1,7 @@
 /** Records the mesh stores for itself (not envelopes): the surfaced-id log. */
 import { z } from "zod";
 import { ActionSchema, DeliveryTargetSchema, OriginSchema } from "./envelope.js";
+import { isPlainJson } from "./json.js";
 
 /** Envelope ids surfaced together, and when (epoch ms): the unit the seen log prunes by age. */
 export const SeenGroupSchema = z.object({ at: z.number().int().nonnegative(), ids: z.array(z.string()) });
@@ -9,10 +10,12 @@ export type SeenGroup = z.infer<typeof SeenGroupSchema>;
 /**
  * One record of a session's surfaced-id log. A `delta` adds the ids of one confirmed surfacing (or
  * one claim) and may raise `through`, the highest inbox stream sequence fully handled (shown,
- * skipped as already shown, or parked). A `snapshot` (one or more parts, the first written with a
- * subject rollup) holds the whole state, pruned of ids older than the inbox can hold their
- * messages; `base` in a delta is the sequence of the snapshot it builds on, so a reader starts
- * there. Records of the first version (`ids` + ISO `at`) read as deltas.
+ * skipped as already shown, or parked). A `snapshot` (`part` of `of`) holds the whole state, pruned
+ * of ids older than the inbox can hold their messages: one part is written with a subject rollup;
+ * several are appended, every part but the last naming the previous complete snapshot as `base`
+ * and the last naming the new one's first part. `base` is where a reader whose last record this is
+ * starts (a delta's: the snapshot it builds on). Records of the first version (`ids` + ISO `at`)
+ * read as deltas.
  */
 export const SeenRecordSchema = z
   .object({
@@ -103,6 +106,60 @@ export const TaskRecordSchema = z.looseObject({
   announceVia: RecordAddressSchema.optional(),
 });
 export type TaskRecord = z.output<typeof TaskRecordSchema>;
+
+const TASK_STATES: ReadonlySet<unknown> = new Set(TaskStateSchema.options);
+const ACTIONS: ReadonlySet<unknown> = new Set(ActionSchema.options);
+/** The schema's own timestamp pattern, so both checks accept the same times. */
+const RECORDED_AT_RE = TaskRecordSchema.shape.createdAt._zod.pattern;
+const RECORD_ADDRESS_KEYS: ReadonlySet<string> = new Set(Object.keys(RecordAddressSchema.shape));
+
+const maxText = (v: unknown, max: number) => typeof v === "string" && v.length <= max;
+const optional = (v: unknown, check: (v: unknown) => boolean) => v === undefined || check(v);
+
+/** A record address exactly as the schema outputs it (its fields only: the schema drops any other). */
+function isPlainRecordAddress(v: unknown): boolean {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
+  for (const key in v) if (!RECORD_ADDRESS_KEYS.has(key)) return false;
+  const a = v as Record<string, unknown>;
+  return typeof a.instance === "string" && typeof a.agent === "string" && typeof a.channel === "string" && typeof a.session === "string" && optional(a.run, (x) => typeof x === "string") && optional(a.thread, (x) => typeof x === "string");
+}
+
+/**
+ * A parsed JSON value the task-record schema accepts and outputs unchanged: every task read goes
+ * through it (an awaiting requester decodes the decision on its critical path, where zod cost
+ * several times the rest of the read). Conservative: a record with an origin or an announce target,
+ * without `notified` (which the schema defaults), or anything unusual, is left to the schema.
+ * Accepting only what the schema accepts is property-tested against it (`test/wire.test.ts`).
+ */
+export function isPlainTaskRecord(json: unknown): json is TaskRecord {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) return false;
+  const r = json as Record<string, unknown>;
+  return (
+    r.v === 1 &&
+    // An own `__proto__` key (JSON.parse makes one) is not copied as it is by the schema.
+    !Object.hasOwn(r, "__proto__") &&
+    typeof r.taskId === "string" &&
+    TASK_ID_RE.test(r.taskId) &&
+    isPlainRecordAddress(r.requester) &&
+    isPlainRecordAddress(r.assignee) &&
+    TASK_STATES.has(r.state) &&
+    optional(r.title, (x) => maxText(x, 500)) &&
+    (!Object.hasOwn(r, "result") || (r.result !== undefined && isPlainJson(r.result))) &&
+    optional(r.error, (x) => maxText(x, 4000)) &&
+    typeof r.createdAt === "string" &&
+    RECORDED_AT_RE.test(r.createdAt) &&
+    typeof r.updatedAt === "string" &&
+    RECORDED_AT_RE.test(r.updatedAt) &&
+    optional(r.finishedBy, (x) => typeof x === "string") &&
+    typeof r.notified === "boolean" &&
+    optional(r.delivered, (x) => typeof x === "boolean") &&
+    optional(r.childSession, (x) => typeof x === "boolean") &&
+    r.origin === undefined &&
+    optional(r.action, (x) => ACTIONS.has(x)) &&
+    r.announceTarget === undefined &&
+    optional(r.announceVia, isPlainRecordAddress)
+  );
+}
 
 /** Body of a `task.complete` envelope. */
 export const TaskCompleteBodySchema = z.object({
