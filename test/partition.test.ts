@@ -8,6 +8,7 @@ import { LeaseLostError, MeshError, Mesh } from "../src/index.js";
 import { TcpProxy } from "../src/testing/index.js";
 import { fastInbox, inspect, smallRetention, uniquePrefix } from "./harness/mesh.js";
 import { useServer } from "./harness/suite.js";
+import { until } from "./harness/wait.js";
 
 const suite = useServer();
 
@@ -66,5 +67,39 @@ describe("partition", () => {
     expect((await readerB.take()).messages).toEqual([]);
     await readerB.close();
     await readerA.close().catch(() => undefined);
+  });
+
+  it("confirms a batch whose seen record was stored though the connection reset before its acknowledgement came, and shows nothing twice", async () => {
+    const prefix = uniquePrefix();
+    const sender = await suite.mesh(prefix, "gw1");
+    const sent: string[] = [];
+    for (let i = 0; i < 3; i++) sent.push((await sender.send({ from: "agent:a:main", to: "agent:b:main", body: `m${i}` })).id);
+
+    const proxy = await TcpProxy.start({ target: { host: "127.0.0.1", port: Number(new URL(suite.server.url).port) } });
+    suite.cleanup(() => proxy.stop());
+    const a = await Mesh.connect({ servers: proxy.url, prefix, instance: "gw1", retention: smallRetention, inbox: fastInbox, connection: { maxReconnectAttempts: -1, reconnectTimeWait: 100 } });
+    suite.cleanup(() => a.close());
+    const reader = await a.sessions.openInbox("agent:b:main");
+    const batch = await reader.take();
+    expect(batch.messages.map((m) => m.id)).toEqual(sent);
+
+    // The record reaches the server; its acknowledgement is held, then lost with the connection.
+    proxy.freeze("toClient");
+    const confirming = batch.confirm().then(
+      () => "confirmed",
+      (err: unknown) => err,
+    );
+    await until(async () => ((await recordedIds(prefix, "gw1", "agent:b:main")).length === sent.length ? true : undefined), "the confirm's record to be stored");
+    proxy.cutAll();
+    proxy.heal();
+
+    expect(await confirming).toBe("confirmed");
+    expect((await reader.take()).messages).toEqual([]);
+    await reader.close();
+    expect([...(await recordedIds(prefix, "gw1", "agent:b:main"))].sort()).toEqual([...sent].sort());
+    // The next reader shows nothing again either.
+    const next = await sender.sessions.openInbox("agent:b:main");
+    expect((await next.take()).messages).toEqual([]);
+    await next.close();
   });
 });

@@ -181,6 +181,7 @@ describe("the fast check of a seen-log record", () => {
       base: count,
       part: count,
       of: count,
+      w: fc.oneof({ weight: 3, arbitrary: fc.constant(ABSENT) }, { weight: 3, arbitrary: fc.string({ maxLength: 8 }) }, { weight: 1, arbitrary: junk }),
       ids: fc.oneof({ weight: 8, arbitrary: fc.constant(ABSENT) }, { weight: 1, arbitrary: fc.array(fc.string()) }),
       at: fc.oneof({ weight: 8, arbitrary: fc.constant(ABSENT) }, { weight: 1, arbitrary: fc.string() }),
     })

@@ -18,12 +18,13 @@
  * - **Retention.** An id is kept while the inbox can still hold a copy of its message (the inbox's
  *   `max_age` plus the duplicate window); older ids are pruned at the next snapshot.
  */
+import { randomBytes } from "node:crypto";
 import type { StoredMsg } from "@nats-io/jetstream";
 import { headers } from "@nats-io/transport-node";
 import { sessionKeyOf, type SessionAddress } from "../address/index.js";
 import { LeaseLostError, MeshError } from "../errors.js";
 import type { MeshContext } from "../mesh-context.js";
-import { ApiCodes, apiCode, isRevisionConflict } from "../transport/js-errors.js";
+import { ApiCodes, apiCode, isBusUnreachable, isRevisionConflict } from "../transport/js-errors.js";
 import { isPlainSeenRecord, SeenRecordSchema, type SeenGroup } from "../wire/index.js";
 
 /** Deltas after which the next write is a snapshot (bounds what opening a session reads). */
@@ -79,6 +80,8 @@ export class SeenLog {
   private deltaIds = 0;
   private snapshotIds = 0;
   private fenced = false;
+  /** This holder, in every record it writes: after a lost acknowledgement it recognises its own record. */
+  private readonly writer = randomBytes(9).toString("base64url");
   private readonly subject: string;
   private readonly stream: string;
 
@@ -284,8 +287,9 @@ export class SeenLog {
     if (this.fenced) throw new LeaseLostError(sessionKeyOf(this.session));
     const h = headers();
     if (rollup) h.set("Nats-Rollup", "sub");
+    const payload = JSON.stringify({ ...record, w: this.writer });
     try {
-      const ack = await this.ctx.js.publish(this.subject, JSON.stringify(record), {
+      const ack = await this.ctx.js.publish(this.subject, payload, {
         headers: h,
         expect: { streamName: this.stream, lastSubjectSequence: this.lastSeq },
       });
@@ -296,8 +300,27 @@ export class SeenLog {
         throw new LeaseLostError(sessionKeyOf(this.session));
       }
       if (apiCode(err) === ApiCodes.streamStoreFailed) throw new SeenLogRefusedError(sessionKeyOf(this.session), "the seen stream is full");
+      // No acknowledgement (the connection dropped, the answer timed out): the record may be
+      // stored all the same. It was if the subject's last record is this very one.
+      if (isBusUnreachable(err)) {
+        const stored = await this.storedWithoutAck(payload).catch(() => undefined);
+        if (stored !== undefined) return stored;
+      }
       throw err;
     }
+  }
+
+  /**
+   * The sequence of `payload` if it is the subject's record right after the last one this holder
+   * knows (the write whose acknowledgement was lost landed, and nothing came after it), else
+   * undefined. The record names this holder, so another holder's record never matches.
+   */
+  private async storedWithoutAck(payload: string): Promise<number | undefined> {
+    const last = await this.ctx.jsm.direct.getMessage(this.stream, { last_by_subj: this.subject });
+    if (last === null || last.seq <= this.lastSeq || decoder.decode(last.data) !== payload) return undefined;
+    // Only the write at the position this holder knew can have been stored (each is fenced at it).
+    this.ctx.logger.info({ session: sessionKeyOf(this.session), seq: last.seq }, "surfaced-id record stored though its acknowledgement was lost");
+    return last.seq;
   }
 }
 

@@ -1,8 +1,9 @@
 /**
  * A loopback TCP proxy for partition tests: clients connect to the proxy, the proxy connects to the
  * real server, and a test can freeze the link (bytes are held, sockets stay open, as when a network
- * path goes silent), heal it (everything held is delivered, in order), or cut every connection
- * (as when a middlebox resets them). Only node:net; no timers of its own.
+ * path goes silent), in both directions or in one (the server gets a request, its answer is held),
+ * heal it (everything held is delivered, in order), or cut every connection (as when a middlebox
+ * resets them; held bytes are lost). Only node:net; no timers of its own.
  */
 import { createServer, connect, type AddressInfo, type Server, type Socket } from "node:net";
 
@@ -72,6 +73,8 @@ class Flow {
   }
 }
 
+export type FlowDirection = "toServer" | "toClient";
+
 /** A client connection and, once dialled, its connection to the target. */
 class Link {
   upstream: Socket | undefined;
@@ -80,7 +83,7 @@ class Link {
   constructor(
     readonly client: Socket,
     private readonly target: TcpProxyTarget,
-    private readonly frozen: () => boolean,
+    private readonly frozen: (direction: FlowDirection) => boolean,
     private readonly gone: (link: Link) => void,
   ) {
     // Errors arrive again as 'close' (with hadError); the flows treat that as the end of input.
@@ -94,7 +97,7 @@ class Link {
     this.upstream = upstream;
     upstream.on("error", () => undefined);
     upstream.once("connect", () => {
-      this.flows = [new Flow(this.client, upstream, this.frozen), new Flow(upstream, this.client, this.frozen)];
+      this.flows = [new Flow(this.client, upstream, () => this.frozen("toServer")), new Flow(upstream, this.client, () => this.frozen("toClient"))];
       for (const f of this.flows) f.pump();
     });
     upstream.once("close", () => {
@@ -131,8 +134,8 @@ export class TcpProxy {
   private drainWaiters: (() => void)[] = [];
   /** Accepted while frozen: dialled on heal, so the target sees no connection during a partition. */
   private readonly waiting: Link[] = [];
-  private isFrozen = false;
-  private readonly frozen = (): boolean => this.isFrozen;
+  private readonly frozenFlows = new Set<FlowDirection>();
+  private readonly frozen = (direction: FlowDirection): boolean => this.frozenFlows.has(direction);
 
   private constructor(
     private readonly server: Server,
@@ -174,15 +177,19 @@ export class TcpProxy {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
-  /** Stop forwarding in both directions on every connection; sockets stay open, bytes are held. */
-  freeze(): void {
-    this.isFrozen = true;
+  /**
+   * Stop forwarding on every connection, in both directions or only one (`toClient`: what the
+   * client sends reaches the server, the answers are held); sockets stay open, bytes are held.
+   */
+  freeze(direction: "both" | FlowDirection = "both"): void {
+    if (direction !== "toClient") this.frozenFlows.add("toServer");
+    if (direction !== "toServer") this.frozenFlows.add("toClient");
     for (const link of this.links) link.pump();
   }
 
   /** Deliver everything held, in order, and forward again; dial connections accepted meanwhile. */
   heal(): void {
-    this.isFrozen = false;
+    this.frozenFlows.clear();
     for (const link of this.links) link.pump();
     for (const link of this.waiting.splice(0)) if (!link.client.destroyed) link.dial();
   }
@@ -206,7 +213,7 @@ export class TcpProxy {
       if (this.links.size === 0) for (const w of this.drainWaiters.splice(0)) w();
     });
     this.links.add(link);
-    if (this.isFrozen) this.waiting.push(link);
+    if (this.frozenFlows.size > 0) this.waiting.push(link);
     else link.dial();
   }
 }

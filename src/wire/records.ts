@@ -26,6 +26,8 @@ export const SeenRecordSchema = z
     base: z.number().int().positive().optional(),
     part: z.number().int().nonnegative().optional(),
     of: z.number().int().positive().optional(),
+    /** The writing holder (random per opened log): a writer whose acknowledgement was lost recognises its own record. */
+    w: z.string().optional(),
     /** First-version form. */
     ids: z.array(z.string()).optional(),
     at: z.string().optional(),
@@ -45,7 +47,7 @@ export function isPlainSeenRecord(json: unknown): json is SeenRecord {
   if (typeof json !== "object" || json === null || Array.isArray(json)) return false;
   const r = json as Record<string, unknown>;
   if (r.v !== 1 || (r.kind !== "delta" && r.kind !== "snapshot") || !Array.isArray(r.groups) || r.ids !== undefined || r.at !== undefined) return false;
-  if (!optionalCount(r.through, 0) || !optionalCount(r.base, 1) || !optionalCount(r.part, 0) || !optionalCount(r.of, 1)) return false;
+  if (!optionalCount(r.through, 0) || !optionalCount(r.base, 1) || !optionalCount(r.part, 0) || !optionalCount(r.of, 1) || (r.w !== undefined && typeof r.w !== "string")) return false;
   for (const g of r.groups as unknown[]) {
     if (typeof g !== "object" || g === null || Array.isArray(g)) return false;
     const { at, ids } = g as Record<string, unknown>;
