@@ -51,6 +51,8 @@ describe("connection failures in tool results", () => {
     expect(notPermitted).toMatchObject({ ok: false, details: { error: "not_permitted" } });
     expect(notPermitted.text).toMatch(/configuration problem/);
     expect(failureResult("mesh_send", new Error("a bug"), true)).toBeUndefined();
+    // A registry read no stream answered while connected (a clustered bucket electing its leader): try again shortly.
+    expect(failureResult("mesh_await", noResponders, true)).toMatchObject({ ok: false, details: { error: "bus_unreachable" } });
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { MeshError, SendFailedError } from "../errors.js";
-import { isBusUnreachable, isNotPermitted } from "../transport/js-errors.js";
+import { isBusUnreachable, isNoResponders, isNotPermitted } from "../transport/js-errors.js";
 import type { MeshSession } from "../session/index.js";
 import type { Origin } from "../wire/index.js";
 
@@ -79,7 +79,9 @@ export function failureResult(tool: string, err: unknown, connected: boolean): T
       details: { error: "not_permitted", message },
     };
   }
-  if (isBusUnreachable(err, { connected })) {
+  // "No responders" while connected: no stream answered, as while a clustered stream elects its
+  // leader (a stream that was never provisioned is refused at connect, with the operator action).
+  if (isBusUnreachable(err, { connected }) || isNoResponders(err)) {
     const unsent = err instanceof SendFailedError ? ` Message ${err.envelopeId} may not have been stored.` : "";
     return {
       ok: false,
